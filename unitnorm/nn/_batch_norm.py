@@ -1,0 +1,429 @@
+"""BatchNorm0d/1d/2d/3d: batch normalization that keeps physical units."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import brainunit as u
+import jax.numpy as jnp
+
+from unitnorm import _units, functional, init
+from unitnorm.nn._base import Module
+from unitnorm.state import BatchState, NormalizationParamState
+
+__all__ = ["BatchNorm0d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+
+
+def _size(in_size: Any, who: str) -> tuple[int, ...]:
+    seq = (in_size,) if isinstance(in_size, (int, jnp.integer)) else in_size
+    try:
+        out = tuple(int(s) for s in seq)
+    except TypeError:
+        raise TypeError(f"{who}: in_size must be an int or a sequence of ints, got {in_size!r}") from None
+    if any(s <= 0 for s in out) or any(isinstance(s, bool) for s in seq):
+        raise ValueError(f"{who}: in_size must hold positive ints, got {in_size!r}")
+    return out
+
+
+def check_epsilon(epsilon: Any, who: str) -> tuple[float, Any]:
+    """Split a layer's epsilon into a non-negative float mantissa and a unit (or None)."""
+    if _units.is_quantity(epsilon):
+        mantissa, unit = _units.split(epsilon)
+        if mantissa.ndim != 0:
+            raise ValueError(f"{who}: epsilon must be a scalar, got shape {tuple(mantissa.shape)}")
+        value = float(mantissa)
+    elif isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool):
+        value, unit = float(epsilon), None
+    else:
+        raise TypeError(f"{who}: epsilon must be a float or a Quantity, got {type(epsilon).__name__}")
+    if not value >= 0 or math.isinf(value):
+        raise ValueError(f"{who}: epsilon must be finite and >= 0, got {epsilon}")
+    return value, unit
+
+
+def check_in_unit(in_unit: Any, who: str) -> Any:
+    """Accept a brainunit Unit (or None) as a layer's reference unit."""
+    if in_unit is None or isinstance(in_unit, u.Unit):
+        return in_unit
+    raise TypeError(f"{who}: in_unit must be a brainunit Unit such as u.mV, got {type(in_unit).__name__} {in_unit!r}")
+
+
+def make_affine(spec: Any, shape: tuple[int, ...], dtype: Any, who: str, what: str) -> Any:
+    """Resolve an affine initializer, naming the layer in errors."""
+    try:
+        return init.resolve(spec, shape, dtype)
+    except ValueError as err:
+        raise ValueError(f"{who}: {what} {err}") from None
+
+
+def check_affine_units(scale: Any, bias: Any, who: str) -> None:
+    """Bias must be convertible to scale's unit (dimensionless without a scale)."""
+    out = _units.unit_of(scale) if scale is not None else _units.UNITLESS
+    if bias is not None and not _units.same_dim(_units.unit_of(bias), out):
+        holder = f"scale's unit, {_units.describe(out)}" if scale is not None else "dimensionless (no scale)"
+        raise _units.UnitError(
+            f"{who}: bias must be {holder}, got {_units.describe(_units.unit_of(bias))}; "
+            "give scale and bias initializers of one dimension"
+        )
+
+
+class _BatchNorm(Module):
+    num_spatial_dims: int = 0
+
+    def __init__(
+        self,
+        in_size: int | Sequence[int],
+        feature_axis: int | Sequence[int] = -1,
+        *,
+        track_running_stats: bool = True,
+        epsilon: Any = 1e-5,
+        momentum: float | None = 0.99,
+        affine: bool = True,
+        bias_initializer: Any = init.Constant(0.0),
+        scale_initializer: Any = init.Constant(1.0),
+        axis_name: str | Sequence[str] | None = None,
+        axis_index_groups: Sequence[Sequence[int]] | None = None,
+        use_fast_variance: bool = True,
+        name: str | None = None,
+        dtype: Any = None,
+        param_type: type = NormalizationParamState,
+        mean_type: type = BatchState,
+        in_unit: Any = None,
+    ):
+        who = type(self).__name__
+        self.in_size = _size(in_size, who)
+        rank = self.num_spatial_dims + 1
+        if len(self.in_size) != rank:
+            raise ValueError(
+                f"{who}: in_size must have {rank} entries ({self._layout()}), got {self.in_size}"
+            )
+        self.feature_axes = functional.canonical_axes(feature_axis, rank, "feature_axis")
+        self.epsilon, self.epsilon_unit = check_epsilon(epsilon, who)
+        if momentum is not None:
+            if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+                raise ValueError(f"{who}: momentum must be a float in [0, 1] or None, got {momentum!r}")
+            momentum = float(momentum)
+        self.momentum = momentum
+        self.track_running_stats = bool(track_running_stats)
+        self.affine = bool(affine)
+        self.axis_name = tuple(axis_name) if isinstance(axis_name, list) else axis_name
+        self.axis_index_groups = functional._hashable_groups(axis_index_groups)
+        self.use_fast_variance = bool(use_fast_variance)
+        self.name = name
+        self.dtype = None if dtype is None else jnp.dtype(dtype)
+        self.in_unit = check_in_unit(in_unit, who)
+        if self.in_unit is not None and self.epsilon_unit is not None:
+            self._check_epsilon_unit(self.in_unit)
+        self.training = True
+
+        fshape = self.feature_shape
+        names = []
+        self.weight = None
+        if self.affine:
+            pdt = self.dtype if self.dtype is not None and jnp.issubdtype(self.dtype, jnp.floating) else None
+            scale = make_affine(scale_initializer, fshape, pdt, who, "scale_initializer:")
+            bias = make_affine(bias_initializer, fshape, pdt, who, "bias_initializer:")
+            check_affine_units(scale, bias, who)
+            self.weight = param_type({"scale": scale, "bias": bias})
+            names.append("weight")
+        self.running_mean = self.running_var = None
+        if self.track_running_stats:
+            sdt = functional.stats_dtype(self.dtype or jnp.float32)
+            unit = self.in_unit or _units.UNITLESS
+            self.running_mean = mean_type(_units.restore(jnp.zeros(fshape, sdt), unit))
+            self.running_var = mean_type(_units.restore(jnp.ones(fshape, sdt), unit**2))
+            names += ["running_mean", "running_var"]
+            if self.momentum is None:
+                self.num_batches_tracked = mean_type(jnp.zeros((), jnp.int32))
+                names.append("num_batches_tracked")
+        self._state_names = tuple(names)
+
+    # ------------------------------------------------------------------------
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """The shape of the per-feature statistics and affine parameters."""
+        return tuple(self.in_size[a] for a in self.feature_axes)
+
+    def _layout(self) -> str:
+        spatial = ("length",) if self.num_spatial_dims == 1 else ("height", "width", "depth")[: self.num_spatial_dims]
+        if self.num_spatial_dims == 3:
+            spatial = ("depth", "height", "width")
+        return ", ".join((*spatial, "channels"))
+
+    def _check_epsilon_unit(self, ref: Any) -> None:
+        if not _units.same_dim(self.epsilon_unit, ref**2):
+            raise _units.UnitError(
+                f"{type(self).__name__}: epsilon must have the dimension of the variance, "
+                f"{_units.describe(ref**2)}, got {_units.describe(self.epsilon_unit)}"
+            )
+
+    def _epsilon_in(self, ref: Any) -> float:
+        if self.epsilon_unit is None:
+            return self.epsilon
+        self._check_epsilon_unit(ref)
+        return float((self.epsilon * self.epsilon_unit).to_decimal(ref**2))
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        n = len(self.in_size)
+        if len(shape) not in (n, n + 1) or tuple(shape[-n:]) != self.in_size:
+            raise ValueError(
+                f"{type(self).__name__} expected input of shape (batch, {', '.join(map(str, self.in_size))}) "
+                f"or {self.in_size}, got {tuple(shape)}"
+            )
+
+    def _reference_unit(self, xunit: Any) -> Any:
+        ref = self.in_unit if self.in_unit is not None else xunit
+        if not _units.same_dim(xunit, ref):
+            raise self._unit_error(xunit, ref)
+        return ref
+
+    def _stat(self, state: Any, ref: Any, power: int) -> Any:
+        value = state.value
+        if _units.is_quantity(value):
+            return _units.to_mantissa(value, ref**power, what="running statistic", expected=type(self).__name__)
+        return jnp.asarray(value)
+
+    def __call__(self, x: Any, mask: Any = None, *, training: bool | None = None) -> Any:
+        """Normalize ``x``; in training mode also update the running statistics.
+
+        Parameters
+        ----------
+        x : Quantity or array_like
+            Input of shape ``(batch, *in_size)`` or ``in_size``.
+        mask : array_like of bool, optional
+            Which elements count towards the batch statistics.
+        training : bool, optional
+            Overrides the layer's mode for this call only.
+
+        Returns
+        -------
+        Quantity or array
+            The normalized input, in the unit of ``scale`` (a plain array when
+            dimensionless).
+        """
+        who = type(self).__name__
+        training = self._is_training(training)
+        m, xunit = _units.split(x)
+        functional.check_numeric(m, who)
+        self._check_shape(m.shape)
+        ref = self._reference_unit(xunit)
+        if xunit != ref:
+            m = _units.to_mantissa(x, ref)
+        eps = self._epsilon_in(ref)
+        offset = m.ndim - len(self.in_size)
+        faxes = tuple(a + offset for a in self.feature_axes)
+        raxes = tuple(a for a in range(m.ndim) if a not in faxes)
+        mask = functional.check_mask(mask, m.shape, who)
+        use_batch = training or not self.track_running_stats
+        if use_batch and math.prod(m.shape[a] for a in raxes) == 0:
+            raise ValueError(f"{who}: cannot compute batch statistics of an empty input of shape {tuple(m.shape)}")
+
+        rm = rv = None
+        momentum = self.momentum
+        if self.track_running_stats:
+            rm = self._stat(self.running_mean, ref, 1)
+            rv = self._stat(self.running_var, ref, 2)
+            if momentum is None:
+                n = self.num_batches_tracked.value
+                momentum = n / (n + 1)
+        scale = bias = None
+        out_unit = _units.UNITLESS
+        if self.affine:
+            scale, out_unit = _units.split(self.weight.value["scale"])
+            bias = _units.to_mantissa(self.weight.value["bias"], out_unit, what="bias", expected=who)
+        y, new_mean, new_var = functional.batch_norm_mantissa(
+            m,
+            rm,
+            rv,
+            scale,
+            bias,
+            mask,
+            momentum,
+            eps,
+            training=training,
+            has_running=self.track_running_stats,
+            reduction_axes=raxes,
+            feature_axes=faxes,
+            use_fast_variance=self.use_fast_variance,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+            out_dtype=functional.output_dtype(m.dtype, self.dtype),
+        )
+        # every check passed and the math ran: now, and only now, write state
+        if self.track_running_stats and training:
+            self.running_mean.value = _units.restore(new_mean, ref)
+            self.running_var.value = _units.restore(new_var, ref**2)
+            if self.momentum is None:
+                self.num_batches_tracked.value = self.num_batches_tracked.value + 1
+        elif self.track_running_stats and self.in_unit is None and not ref.is_unitless:
+            self.running_mean.value = _units.restore(rm, ref)
+            self.running_var.value = _units.restore(rv, ref**2)
+        self.in_unit = ref
+        return _units.restore(y, out_unit)
+
+
+_COMMON_DOC = """
+    Parameters
+    ----------
+    in_size : int or sequence of int
+        The input shape without the batch axis: {layout}.
+    feature_axis : int or sequence of int, default -1
+        The axis (or axes) of ``in_size`` that keep separate statistics.
+    track_running_stats : bool, default True
+        Keep running statistics for evaluation. With ``False`` the batch
+        statistics normalize in training and in evaluation alike.
+    epsilon : float or Quantity, default 1e-5
+        Added to the variance. A float is read in the reference unit squared;
+        a Quantity must have that dimension.
+    momentum : float or None, default 0.99
+        ``new = momentum * old + (1 - momentum) * batch`` (brainstate/flax;
+        PyTorch's 0.1 is 0.9 here). ``None`` keeps the exact cumulative average.
+    affine : bool, default True
+        Learn ``scale`` and ``bias``, held in ``weight.value``.
+    bias_initializer, scale_initializer : initializer, default Constant(0.), Constant(1.)
+        Anything :func:`unitnorm.init.resolve` accepts. ``scale`` sets the
+        output unit; ``bias`` must be convertible to it.
+    axis_name : str or sequence of str, optional
+        Combine batch statistics across this mapped axis.
+    axis_index_groups : sequence of sequence of int, optional
+        Combine only within these device groups.
+    use_fast_variance : bool, default True
+        One-pass shifted variance (accurate far from zero) or two passes.
+    name : str, optional
+        A label.
+    dtype : dtype, optional
+        Output (and parameter) dtype; default: the input's floating dtype.
+    param_type, mean_type : type, default NormalizationParamState, BatchState
+        Classes used to hold the parameters and the running statistics.
+    in_unit : brainunit.Unit, optional
+        The reference unit. Without it the first successful call adopts the
+        input's unit. Inputs in a compatible unit are converted to it.
+
+    Attributes
+    ----------
+    running_mean, running_var : State or None
+        Running statistics, in the reference unit and its square (biased variance).
+    weight : State or None
+        ``{{'scale': ..., 'bias': ...}}``.
+
+    Raises
+    ------
+    ValueError
+        At construction for a bad ``in_size``, ``momentum`` or ``epsilon``; at
+        call time for an input of the wrong shape or a mask that does not fit.
+    brainunit.UnitMismatchError
+        For scale and bias of different dimensions (at construction), an input
+        of another dimension than the reference unit, or an epsilon that is not
+        in the variance's dimension. A failed call changes no State.
+
+    See Also
+    --------
+    BatchNorm0d, BatchNorm1d, BatchNorm2d, BatchNorm3d, unitnorm.functional.batch_norm
+
+    Notes
+    -----
+    ``(x - mean) / sqrt(var + epsilon)`` is dimensionless; ``mean`` has
+    unit(x), ``var`` and ``epsilon`` unit(x)**2; ``scale`` sets the output
+    unit and ``bias`` has the same dimension. A float epsilon is read in the
+    reference unit squared, so fix ``in_unit`` (or give a Quantity epsilon) to
+    get the same output for data written in V and in mV.
+
+    The layer starts in training mode; ``training=`` on a call overrides the
+    mode set by :meth:`train` / :meth:`eval` for that call.
+"""
+
+
+class BatchNorm0d(_BatchNorm):
+    __doc__ = (
+        """0-D batch normalization: one value per feature, input ``(batch, channels)``.
+"""
+        + _COMMON_DOC.format(layout="``(channels,)``")
+        + """
+    Examples
+    --------
+    >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
+    >>> layer = un.BatchNorm0d(in_size=2, in_unit=u.mV)
+    >>> y = layer(jnp.array([[0.1, 1.], [0.3, 3.]]) * u.volt)
+    >>> print(layer.running_mean.value.unit, layer.running_mean.value.mantissa.round(3).tolist())
+    mV [2.0, 20.0]
+    >>> y.round(3).tolist()
+    [[-1.0, -1.0], [1.0, 1.0]]
+"""
+    )
+    num_spatial_dims = 0
+
+
+class BatchNorm1d(_BatchNorm):
+    __doc__ = (
+        """1-D batch normalization, input ``(batch, length, channels)``.
+
+    Normalizes each feature (channel) with its mean and variance over the batch
+    and length axes, keeping the data's physical unit in the statistics.
+"""
+        + _COMMON_DOC.format(layout="``(length, channels)``")
+        + """
+    Examples
+    --------
+    The brainstate example runs unchanged:
+
+    >>> import brainunit as u
+    >>> import jax.numpy as jnp
+    >>> import unitnorm as un
+    >>>
+    >>> # Create a BatchNorm1d layer for sequence data
+    >>> layer = un.BatchNorm1d(in_size=(100, 64))  # length=100, channels=64
+    >>>
+    >>> # Apply normalization
+    >>> x = jnp.ones((8, 100, 64))  # batch_size=8
+    >>> y = layer(x)
+    >>> print(y.shape)
+    (8, 100, 64)
+
+    With units, data in volts into a layer fixed in millivolts:
+
+    >>> v = un.BatchNorm1d(in_size=(100, 64), in_unit=u.mV)
+    >>> z = v(jnp.full((8, 100, 64), -0.065) * u.volt)
+    >>> print(v.running_mean.value.unit, v.running_var.value.unit, type(z).__name__)
+    mV mV^2 ArrayImpl
+"""
+    )
+    num_spatial_dims = 1
+
+
+class BatchNorm2d(_BatchNorm):
+    __doc__ = (
+        """2-D batch normalization, input ``(batch, height, width, channels)``.
+"""
+        + _COMMON_DOC.format(layout="``(height, width, channels)``")
+        + """
+    Examples
+    --------
+    >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
+    >>> layer = un.BatchNorm2d((4, 4, 3), scale_initializer=un.init.Constant(1 * u.mV),
+    ...                        bias_initializer=un.init.Constant(-65 * u.mV))
+    >>> y = layer(jnp.arange(96.).reshape(2, 4, 4, 3) * u.nA)
+    >>> print(y.unit, round(float(y.mean().mantissa), 3))
+    mV -65.0
+"""
+    )
+    num_spatial_dims = 2
+
+
+class BatchNorm3d(_BatchNorm):
+    __doc__ = (
+        """3-D batch normalization, input ``(batch, depth, height, width, channels)``.
+"""
+        + _COMMON_DOC.format(layout="``(depth, height, width, channels)``")
+        + """
+    Examples
+    --------
+    >>> import jax.numpy as jnp, unitnorm as un
+    >>> layer = un.BatchNorm3d((2, 2, 2, 1)).eval()
+    >>> y = layer(jnp.full((1, 2, 2, 2, 1), 3.0))
+    >>> round(float(y.max()), 3)
+    3.0
+"""
+    )
+    num_spatial_dims = 3
