@@ -28,16 +28,19 @@ def demo() -> int:
     z_mv, z_v = fixed(mv), fixed(volts)
     print(f"   running mean: {fixed.running_mean.value}")
     print(f"   running var:  {fixed.running_var.value}")
-    print(f"   output type: {type(z_mv).__name__} (dimensionless), max |z(mV) - z(V)| = "
-          f"{float(jnp.max(jnp.abs(z_mv - z_v))):.2e}")
+    print(
+        f"   output type: {type(z_mv).__name__} (dimensionless), max |z(mV) - z(V)| = "
+        f"{float(jnp.max(jnp.abs(z_mv - z_v))):.2e}"
+    )
     a, b = un.BatchNorm1d((200, 3)), un.BatchNorm1d((200, 3))
     naive = float(jnp.max(jnp.abs(a(mv) - b(volts))))
     print(f"   two layers that each adopt their input's unit, float epsilon 1e-5: differ by {naive:.2e}")
     print("      (epsilon is read in the input's unit squared: 1e-5 mV^2 vs 1e-5 V^2)")
 
     print("3. Affine output in millivolts")
-    out = un.BatchNorm1d((200, 3), scale_initializer=un.init.Constant(1 * u.mV),
-                         bias_initializer=un.init.Constant(-65 * u.mV))(mv)
+    out = un.BatchNorm1d(
+        (200, 3), scale_initializer=un.init.Constant(1 * u.mV), bias_initializer=un.init.Constant(-65 * u.mV)
+    )(mv)
     print(f"   output unit: {out.unit}, mean {float(out.mean().mantissa):.3f} mV")
 
     print("4. A unit of the wrong dimension is refused, and nothing changes")

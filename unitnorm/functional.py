@@ -52,7 +52,7 @@ def canonical_axes(axes: Axes | None, ndim: int, what: str = "axes") -> tuple[in
 
 
 def stats_dtype(x_dtype: Any, dtype: Any = None) -> Any:
-    """The dtype statistics are computed in: at least float32, float64/complex kept."""
+    """Return the dtype statistics are computed in: at least float32, float64/complex kept."""
     base = jnp.dtype(dtype) if dtype is not None else jnp.dtype(x_dtype)
     if not jnp.issubdtype(base, jnp.inexact):
         base = jnp.dtype(jnp.float32)
@@ -60,7 +60,7 @@ def stats_dtype(x_dtype: Any, dtype: Any = None) -> Any:
 
 
 def output_dtype(x_dtype: Any, dtype: Any = None) -> Any:
-    """The output dtype: ``dtype`` if given, else the input's floating dtype."""
+    """Return the output dtype: ``dtype`` if given, else the input's floating dtype."""
     if dtype is not None:
         return jnp.dtype(dtype)
     x_dtype = jnp.dtype(x_dtype)
@@ -108,7 +108,7 @@ def _abs2(d: jax.Array) -> jax.Array:
 
 
 def _first_along(a: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """``a`` at index 0 of every axis in ``axes``, keeping those axes with size 1."""
+    """Take ``a`` at index 0 of every axis in ``axes``, keeping those axes with size 1."""
     for ax in axes:
         a = lax.slice_in_dim(a, 0, 1, axis=ax)
     return a
@@ -373,9 +373,7 @@ def normalize(
     var_m = _units.to_mantissa(var, unit**2, what="var", expected="normalize")
     eps = epsilon_mantissa(epsilon, unit, "normalize")
     scale_m, bias_m, out_unit = _affine_mantissas(scale, bias, "normalize")
-    y = normalize_mantissa(
-        m, mean_m, var_m, scale_m, bias_m, eps, raxes, faxes, output_dtype(m.dtype, dtype)
-    )
+    y = normalize_mantissa(m, mean_m, var_m, scale_m, bias_m, eps, raxes, faxes, output_dtype(m.dtype, dtype))
     return _units.restore(y, out_unit)
 
 
@@ -411,7 +409,7 @@ def batch_norm_mantissa(
     axis_index_groups: Any,
     out_dtype: Any,
 ) -> tuple[jax.Array, Any, Any]:
-    """The batch-norm step on bare arrays (jit-compiled once per configuration)."""
+    """Run the batch-norm step on bare arrays (jit-compiled once per configuration)."""
     if training or not has_running:
         mean, var = moments(
             m,
@@ -423,9 +421,7 @@ def batch_norm_mantissa(
         )
     else:
         mean, var = running_mean, running_var
-    y = normalize_mantissa(
-        m, mean, var, scale, bias, epsilon, reduction_axes, feature_axes, out_dtype
-    )
+    y = normalize_mantissa(m, mean, var, scale, bias, epsilon, reduction_axes, feature_axes, out_dtype)
     if training and has_running:
         batch_mean, batch_var = lax.stop_gradient(mean), lax.stop_gradient(var)
         running_mean = momentum * running_mean + (1 - momentum) * batch_mean
@@ -533,7 +529,9 @@ def batch_norm(
         rv = _units.to_mantissa(running_var, ref**2, what="running_var", expected="batch_norm")
         for name, v in (("running_mean", rm), ("running_var", rv)):
             if tuple(v.shape) != fshape:
-                raise ValueError(f"batch_norm: {name} must have the feature shape {fshape}, got {tuple(v.shape)}")
+                raise ValueError(
+                    f"batch_norm: {name} must have the feature shape {fshape}, got {tuple(v.shape)}"
+                )
     scale_m, bias_m, out_unit = _affine_mantissas(scale, bias, "batch_norm")
     for name, v in (("scale", scale_m), ("bias", bias_m)):
         if v is not None and math.prod(v.shape) != math.prod(fshape):

@@ -36,7 +36,7 @@ def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
 
 
 def _float_dtype(dtype: Any, like: Any = None) -> Any:
-    """The dtype of an initialized value: ``dtype`` if given, else a float type."""
+    """Return the dtype of an initialized value: ``dtype`` if given, else a float type."""
     if dtype is not None:
         return jnp.dtype(dtype)
     if like is not None and jnp.issubdtype(jnp.asarray(like).dtype, jnp.inexact):
@@ -304,9 +304,7 @@ def resolve(spec: Any, shape: int | Sequence[int], dtype: Any = None, unit: Any 
             )
     mantissa, vunit = _units.split(value)
     if tuple(mantissa.shape) != shape:
-        raise ValueError(
-            f"initializer {spec!r:.60} returned shape {tuple(mantissa.shape)}, expected {shape}"
-        )
+        raise ValueError(f"initializer {spec!r:.60} returned shape {tuple(mantissa.shape)}, expected {shape}")
     if unit is not None:
         value = _units.restore(_units.to_mantissa(value, unit, what="initial value"), unit)
     return value

@@ -44,7 +44,9 @@ class Module:
     # -- pytree ---------------------------------------------------------------
     def _static(self) -> tuple[tuple[str, Any], ...]:
         return tuple(
-            (k, v) for k, v in sorted(vars(self).items()) if k not in self._state_names and k != "_state_names"
+            (k, v)
+            for k, v in sorted(vars(self).items())
+            if k not in self._state_names and k != "_state_names"
         )
 
     def _flatten(self) -> tuple[tuple[Any, ...], Any]:
@@ -54,14 +56,14 @@ class Module:
     def _flatten_with_keys(self) -> tuple[tuple[Any, ...], Any]:
         children, aux = self._flatten()
         keys = tuple(jax.tree_util.GetAttrKey(n) for n in self._state_names)
-        return tuple(zip(keys, children)), aux
+        return tuple(zip(keys, children, strict=True)), aux
 
     @classmethod
     def _unflatten(cls, aux: Any, children: tuple[Any, ...]) -> Module:
         names, static = aux
         obj = object.__new__(cls)
         obj.__dict__.update(static)
-        obj.__dict__.update(zip(names, children))
+        obj.__dict__.update(zip(names, children, strict=True))
         obj._state_names = names
         return obj
 

@@ -47,7 +47,9 @@ def check_in_unit(in_unit: Any, who: str) -> Any:
     """Accept a brainunit Unit (or None) as a layer's reference unit."""
     if in_unit is None or isinstance(in_unit, u.Unit):
         return in_unit
-    raise TypeError(f"{who}: in_unit must be a brainunit Unit such as u.mV, got {type(in_unit).__name__} {in_unit!r}")
+    raise TypeError(
+        f"{who}: in_unit must be a brainunit Unit such as u.mV, got {type(in_unit).__name__} {in_unit!r}"
+    )
 
 
 def make_affine(spec: Any, shape: tuple[int, ...], dtype: Any, who: str, what: str) -> Any:
@@ -147,10 +149,8 @@ class _BatchNorm(Module):
         return tuple(self.in_size[a] for a in self.feature_axes)
 
     def _layout(self) -> str:
-        spatial = ("length",) if self.num_spatial_dims == 1 else ("height", "width", "depth")[: self.num_spatial_dims]
-        if self.num_spatial_dims == 3:
-            spatial = ("depth", "height", "width")
-        return ", ".join((*spatial, "channels"))
+        spatial = {0: (), 1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+        return ", ".join((*spatial[self.num_spatial_dims], "channels"))
 
     def _check_epsilon_unit(self, ref: Any) -> None:
         if not _units.same_dim(self.epsilon_unit, ref**2):
@@ -182,7 +182,9 @@ class _BatchNorm(Module):
     def _stat(self, state: Any, ref: Any, power: int) -> Any:
         value = state.value
         if _units.is_quantity(value):
-            return _units.to_mantissa(value, ref**power, what="running statistic", expected=type(self).__name__)
+            return _units.to_mantissa(
+                value, ref**power, what="running statistic", expected=type(self).__name__
+            )
         return jnp.asarray(value)
 
     def __call__(self, x: Any, mask: Any = None, *, training: bool | None = None) -> Any:
@@ -218,7 +220,9 @@ class _BatchNorm(Module):
         mask = functional.check_mask(mask, m.shape, who)
         use_batch = training or not self.track_running_stats
         if use_batch and math.prod(m.shape[a] for a in raxes) == 0:
-            raise ValueError(f"{who}: cannot compute batch statistics of an empty input of shape {tuple(m.shape)}")
+            raise ValueError(
+                f"{who}: cannot compute batch statistics of an empty input of shape {tuple(m.shape)}"
+            )
 
         rm = rv = None
         momentum = self.momentum
