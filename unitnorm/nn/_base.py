@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import brainunit as u
 import jax
 
 from unitnorm import _units
 
 __all__ = ["Module"]
+
+
+def _brainstate_fit() -> Any:
+    """Return brainstate's ``fit`` flag, or ``None`` when brainstate is not imported or it is unset.
+
+    brainstate is looked up in ``sys.modules`` only: unitnorm never imports it.
+    """
+    brainstate = sys.modules.get("brainstate")
+    environ = getattr(brainstate, "environ", None)
+    if environ is None:
+        return None
+    return environ.get("fit", default=None)
 
 
 class Module:
@@ -21,6 +35,26 @@ class Module:
 
     Layers start in training mode. :meth:`train` and :meth:`eval` switch it;
     the ``training=`` keyword of a call overrides it for that call only.
+
+    Notes
+    -----
+    **Order of precedence of modes** (the one place it is written down). A
+    call trains (uses and updates batch statistics) or evaluates according to
+
+    1. the call's ``training=`` keyword, when it is not ``None``;
+    2. else brainstate's ``fit`` flag, when brainstate has been imported and
+       ``fit`` is set (``brainstate.environ.context(fit=...)`` or
+       ``brainstate.environ.set(fit=...)``); unitnorm never imports brainstate
+       itself, it only looks for it in ``sys.modules``;
+    3. else the layer's own mode, set by :meth:`train` / :meth:`eval`
+       (training after construction).
+
+    The mode is resolved in Python when the call runs, that is when a jitted
+    function is *traced*, and a compiled function keeps the mode it was traced
+    with. :meth:`train` / :meth:`eval` change the layer's static data, so plain
+    ``jax.jit`` retraces for them; a ``fit`` context does not reach a cached
+    trace (neither ``jax.jit``'s nor ``brainstate.transform.jit``'s), so jit
+    one function per mode, as brainstate's own layers require.
 
     Examples
     --------
@@ -78,22 +112,37 @@ class Module:
         return self.train(False)
 
     def _is_training(self, training: bool | None) -> bool:
-        """Mode precedence: the call's ``training=`` keyword, then the layer's mode."""
-        return self.training if training is None else bool(training)
+        """Resolve one call's mode: keyword, then brainstate's ``fit``, then the layer (class Notes)."""
+        if training is not None:
+            return bool(training)
+        fit = _brainstate_fit()
+        return self.training if fit is None else bool(fit)
 
     # -- helpers for subclasses ----------------------------------------------
     def _unit_error(self, received: Any, unit: Any) -> _units.UnitError:
+        who = self._signature()
+        if received.is_unitless:
+            return _units.UnitError(
+                f"{who} received a plain array (dimensionless) but its reference unit is "
+                f"{_units.describe(unit)}; pass a Quantity, e.g. x * u.{unit}"
+            )
+        if u.get_dim(unit).is_dimensionless:
+            return _units.UnitError(
+                f"{who} received {_units.describe(received)}; pass plain arrays "
+                f"(x.to_decimal(u.{received})) or build a layer with in_unit=u.{received}"
+            )
         return _units.UnitError(
-            f"{self._signature()} received {_units.describe(received)}; "
-            f"convert it or build a layer for {received}"
-            if not received.is_unitless
-            else f"{self._signature()} received a plain array (dimensionless) but its reference "
-            f"unit is {_units.describe(unit)}; pass a Quantity, e.g. x * u.{unit}"
+            f"{who} received {_units.describe(received)}; convert it or build a layer for {received}"
         )
 
     def _signature(self) -> str:
+        """Name the layer and its reference unit for messages, e.g. ``BatchNorm1d(in_unit=mV)``."""
         unit = getattr(self, "in_unit", None)
-        return f"{type(self).__name__}(in_unit={unit})" if unit is not None else type(self).__name__
+        if unit is None:
+            return type(self).__name__
+        if u.get_dim(unit).is_dimensionless:
+            return f"{type(self).__name__} (fixed as dimensionless)"
+        return f"{type(self).__name__}(in_unit={unit})"
 
     def __repr__(self) -> str:
         cfg = ", ".join(f"{k}={v!r}" for k, v in self._static() if not k.startswith("_"))
