@@ -91,8 +91,11 @@ def split(x: Any) -> tuple[jnp.ndarray, u.Unit]:
     """
     if isinstance(x, u.Quantity):
         return jnp.asarray(x.mantissa), x.unit
-    if isinstance(x, (str, bytes)) or (isinstance(x, np.ndarray) and x.dtype.kind in "OSUV"):
-        raise TypeError(f"expected a numeric array or Quantity, got {type(x).__name__} {x!r:.60}")
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"expected a numeric array or Quantity, got a {type(x).__name__} {x!r:.60}")
+    if isinstance(x, np.ndarray) and x.dtype.kind in "OSUV":
+        kind = {"O": "object", "S": "bytes", "U": "str", "V": "void"}[x.dtype.kind]
+        raise TypeError(f"expected a numeric array or Quantity, got an array of {kind} (dtype {x.dtype})")
     return jnp.asarray(x), UNITLESS
 
 
