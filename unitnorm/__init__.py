@@ -2,7 +2,18 @@
 
 from unitnorm import functional, init
 from unitnorm._units import UnitError
-from unitnorm.nn import BatchNorm0d, BatchNorm1d, BatchNorm2d, BatchNorm3d, Module
+from unitnorm.functional import weight_standardization
+from unitnorm.nn import (
+    BatchNorm0d,
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    GroupNorm,
+    InstanceNorm,
+    LayerNorm,
+    Module,
+    RMSNorm,
+)
 from unitnorm.nn._params import load_params, merge, params, partition
 from unitnorm.state import BatchState, NormalizationParamState, ParamState, State
 
@@ -14,9 +25,13 @@ __all__ = [
     "BatchNorm2d",
     "BatchNorm3d",
     "BatchState",
+    "GroupNorm",
+    "InstanceNorm",
+    "LayerNorm",
     "Module",
     "NormalizationParamState",
     "ParamState",
+    "RMSNorm",
     "State",
     "UnitError",
     "functional",
@@ -25,4 +40,5 @@ __all__ = [
     "merge",
     "params",
     "partition",
+    "weight_standardization",
 ]

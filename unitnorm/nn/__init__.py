@@ -2,5 +2,16 @@
 
 from unitnorm.nn._base import Module
 from unitnorm.nn._batch_norm import BatchNorm0d, BatchNorm1d, BatchNorm2d, BatchNorm3d
+from unitnorm.nn._norms import GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 
-__all__ = ["BatchNorm0d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Module"]
+__all__ = [
+    "BatchNorm0d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "GroupNorm",
+    "InstanceNorm",
+    "LayerNorm",
+    "Module",
+    "RMSNorm",
+]

@@ -1,0 +1,708 @@
+"""LayerNorm, RMSNorm, GroupNorm and InstanceNorm: per-sample normalization with units.
+
+These layers keep no running statistics and behave the same in training and
+evaluation. Each is a thin wrapper over the matching function in
+:mod:`unitnorm.functional`; the layer adds the parameters, the reference unit
+and the input-shape rule shared by all four:
+
+* ``in_size`` is the shape of one sample (no batch axis). An input of shape
+  ``in_size`` or ``(batch, *in_size)`` is accepted.
+* ``reduction_axes`` and ``feature_axes`` (``feature_axis`` for GroupNorm) are
+  positions in the input as passed, as in flax: negative axes count from the
+  end, so ``-1`` is the last axis with or without a batch axis. Every axis must
+  lie within ``in_size`` (a batch axis is never reduced).
+* Non-negative axes count from the start of the input, so their meaning would
+  change with a leading batch axis. A layer configured with any non-negative
+  axis therefore accepts only input of shape exactly ``in_size`` (put the batch
+  axis in ``in_size`` if there is one, as in brainstate's
+  ``LayerNorm(x.shape, reduction_axes=(1, 2, 3))``). Layers whose axes are all
+  negative accept both shapes and give ``layer(x[0]) == layer(x)[0]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import brainunit as u
+import jax.numpy as jnp
+
+from unitnorm import _units, functional, init
+from unitnorm.nn._base import Module
+from unitnorm.nn._batch_norm import _size, check_affine_units, check_epsilon, check_in_unit, make_affine
+from unitnorm.state import NormalizationParamState
+
+__all__ = ["GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
+
+
+def _shifted(axes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(a + 1 for a in axes)
+
+
+class _SampleNorm(Module):
+    """Shared machinery: configuration checks, the shape rule, units, the call."""
+
+    _rms: bool = False
+
+    def _configure(
+        self,
+        in_size: Any,
+        epsilon: Any,
+        dtype: Any,
+        axis_name: Any,
+        axis_index_groups: Any,
+        use_fast_variance: bool,
+        name: str | None,
+        in_unit: Any,
+    ) -> None:
+        who = type(self).__name__
+        self.in_size = _size(in_size, who)
+        self.epsilon, self.epsilon_unit = check_epsilon(epsilon, who)
+        self.dtype = None if dtype is None else jnp.dtype(dtype)
+        self.axis_name = tuple(axis_name) if isinstance(axis_name, list) else axis_name
+        self.axis_index_groups = functional._hashable_groups(axis_index_groups)
+        self.use_fast_variance = bool(use_fast_variance)
+        self.name = name
+        self.in_unit = check_in_unit(in_unit, who)
+        if self.in_unit is not None:
+            self._epsilon_in(self.in_unit)
+        self.training = True
+        self._fixed_rank = False
+
+    def _axes(self, axes: Any, what: str) -> tuple[int, ...]:
+        """Check ``axes`` against ``in_size``; return them as non-negative positions in it."""
+        who = type(self).__name__
+        seq = (axes,) if isinstance(axes, int) else tuple(axes)
+        try:
+            out = functional.canonical_axes(seq, len(self.in_size), what)
+        except ValueError as err:
+            raise ValueError(
+                f"{who}: {err}; axes must lie within in_size={self.in_size} (negative ones count "
+                "from the end, a batch axis is never reduced)"
+            ) from None
+        except TypeError as err:
+            raise TypeError(f"{who}: {err}") from None
+        if any(a >= 0 for a in seq):
+            self._fixed_rank = True
+        return out
+
+    def _param_dtype(self) -> Any:
+        return self.dtype if self.dtype is not None and jnp.issubdtype(self.dtype, jnp.floating) else None
+
+    def _make_weight(
+        self,
+        shape: tuple[int, ...],
+        use_scale: bool,
+        use_bias: bool,
+        scale_init: Any,
+        bias_init: Any,
+        param_type: type,
+    ) -> Any:
+        who = type(self).__name__
+        value = {}
+        if use_scale:
+            value["scale"] = make_affine(scale_init, shape, self._param_dtype(), who, "scale_init:")
+        if use_bias:
+            value["bias"] = make_affine(bias_init, shape, self._param_dtype(), who, "bias_init:")
+        check_affine_units(value.get("scale"), value.get("bias"), who)
+        return param_type(value) if value else None
+
+    def _epsilon_in(self, ref: Any) -> Any:
+        """Epsilon as a mantissa in ``ref**2`` (a float epsilon is already read in it)."""
+        if self.epsilon_unit is None:
+            return self.epsilon
+        return functional.epsilon_mantissa(
+            u.Quantity(self.epsilon, unit=self.epsilon_unit), ref, self._signature()
+        )
+
+    def _batched(self, shape: tuple[int, ...]) -> bool:
+        """Whether ``shape`` carries a leading batch axis; ``ValueError`` if it fits neither form."""
+        n = len(self.in_size)
+        if tuple(shape) == self.in_size:
+            return False
+        if len(shape) == n + 1 and tuple(shape[1:]) == self.in_size:
+            if self._fixed_rank:
+                raise ValueError(
+                    f"{type(self).__name__} has non-negative axes, which count from the start of the input, "
+                    f"so it takes input of shape in_size={self.in_size} only; got {tuple(shape)}. Use "
+                    "negative axes (counted from the end) to accept a leading batch axis, or include "
+                    "the batch axis in in_size"
+                )
+            return True
+        sizes = ", ".join(map(str, self.in_size))
+        expected = f"{self.in_size}" if self._fixed_rank else f"(batch, {sizes}) or {self.in_size}"
+        raise ValueError(f"{type(self).__name__} expected input of shape {expected}, got {tuple(shape)}")
+
+    def _reference_unit(self, xunit: Any) -> Any:
+        ref = self.in_unit if self.in_unit is not None else xunit
+        if not _units.same_dim(xunit, ref):
+            raise self._unit_error(xunit, ref)
+        return ref
+
+    def _affine(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _run(self, m: Any, scale: Any, bias: Any, mask: Any, eps: Any, out_dtype: Any) -> Any:
+        """Normalize the batched mantissa ``m`` (axes shifted past the batch axis)."""
+        return functional.sample_norm_mantissa(
+            m,
+            scale,
+            bias,
+            mask,
+            eps,
+            reduction_axes=_shifted(self.reduction_axes),
+            feature_axes=_shifted(self.feature_axes),
+            rms=self._rms,
+            use_fast_variance=self.use_fast_variance,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+            out_dtype=out_dtype,
+        )
+
+    def __call__(self, x: Any, mask: Any = None) -> Any:
+        """Normalize ``x``.
+
+        Parameters
+        ----------
+        x : Quantity or array_like
+            Input of shape ``in_size`` or ``(batch, *in_size)`` (see the class
+            notes for layers with non-negative axes), in a unit of the
+            reference unit's dimension.
+        mask : array_like of bool, optional
+            Which elements count towards the statistics (broadcast to ``x``'s
+            shape). Every element is normalized.
+
+        Returns
+        -------
+        Quantity or array
+            Shaped like ``x``; in the unit of ``scale`` (a plain array when
+            dimensionless).
+        """
+        who = type(self).__name__
+        m, xunit = _units.split(x)
+        functional.check_numeric(m, who)
+        batched = self._batched(m.shape)
+        ref = self._reference_unit(xunit)
+        if xunit != ref:
+            m = _units.to_mantissa(x, ref)
+        eps = self._epsilon_in(ref)
+        mask = functional.check_mask(mask, m.shape, who)
+        if not batched:
+            m = m[None]
+            mask = None if mask is None else mask[None]
+        scale, bias = self._affine()
+        scale_m, bias_m, out_unit = functional._affine_mantissas(scale, bias, who)
+        y = self._run(m, scale_m, bias_m, mask, eps, functional.output_dtype(m.dtype, self.dtype))
+        # every check passed and the math ran: only now adopt the reference unit
+        self.in_unit = ref
+        return _units.restore(y if batched else y[0], out_unit)
+
+
+class _WeightNorm(_SampleNorm):
+    """A sample norm whose affine parameters live in ``weight`` = ``{'scale', 'bias'}``."""
+
+    def _affine(self) -> tuple[Any, Any]:
+        if self.weight is None:
+            return None, None
+        return self.weight.value.get("scale"), self.weight.value.get("bias")
+
+
+class LayerNorm(_WeightNorm):
+    """Layer normalization (Ba et al. 2016), with physical units.
+
+    Standardizes each sample over ``reduction_axes`` (by default its last
+    axis), then applies a learned ``scale`` and ``bias`` along
+    ``feature_axes``. brainstate's signature, so code moves over unchanged.
+
+    Parameters
+    ----------
+    in_size : int or sequence of int
+        The shape of one sample, without the batch axis, e.g. ``(length, channels)``.
+    reduction_axes : int or sequence of int, default -1
+        Axes of the input the statistics are taken over (see the module rule:
+        negative ones count from the end; any non-negative one fixes the input
+        shape to ``in_size``).
+    feature_axes : int or sequence of int, default -1
+        Axes the ``scale`` and ``bias`` run along; their shape is
+        ``tuple(in_size[a] for a in feature_axes)``.
+    epsilon : float or Quantity, default 1e-6
+        Added to the variance. A float is read in the reference unit squared;
+        a Quantity must have the dimension of the input's unit squared.
+    use_bias, use_scale : bool, default True
+        Learn a bias / a scale.
+    bias_init, scale_init : initializer, default Zeros(), Constant(1.)
+        Anything :func:`unitnorm.init.resolve` accepts. ``scale`` sets the
+        output unit; ``bias`` must be convertible to it (dimensionless
+        without a scale). Checked at construction.
+    axis_name : str or sequence of str, optional
+        Combine the statistics across this mapped axis.
+    axis_index_groups : sequence of sequence of int, optional
+        Combine only within these device groups.
+    use_fast_variance : bool, default True
+        One-pass shifted variance (accurate far from zero) or two passes.
+    dtype : dtype, optional
+        Output (and parameter) dtype; default: the input's floating dtype.
+    param_type : type, default NormalizationParamState
+        The class holding ``weight``.
+    name : str, optional
+        A label.
+    in_unit : brainunit.Unit, optional
+        The reference unit. Without it the first successful call adopts the
+        input's unit; later inputs in a compatible unit are converted to it.
+
+    Attributes
+    ----------
+    weight : State or None
+        ``{'scale': ..., 'bias': ...}`` (only the keys in use; ``None`` when
+        neither is).
+
+    Raises
+    ------
+    ValueError
+        At construction for a bad ``in_size``, axis or ``epsilon``; at call
+        time for an input or mask of the wrong shape.
+    TypeError
+        For a non-int axis, a non-Unit ``in_unit`` or a non-numeric input.
+    brainunit.UnitMismatchError
+        For scale and bias of different dimensions (at construction), an
+        input of another dimension than the reference unit, or an epsilon not
+        in its square. A failed call changes no State and no reference unit.
+
+    See Also
+    --------
+    RMSNorm, GroupNorm, InstanceNorm, unitnorm.functional.layer_norm
+
+    Notes
+    -----
+    ``(x - mean) / sqrt(var + epsilon)`` is dimensionless; ``mean`` has
+    unit(x), ``var`` and ``epsilon`` unit(x)**2; ``scale`` sets the output
+    unit and ``bias`` has the same dimension. A float epsilon is read in the
+    reference unit squared, so fix ``in_unit`` (or give a Quantity epsilon) to
+    get the same output for data written in V and in mV. There are no running
+    statistics and no train/eval difference.
+
+    Examples
+    --------
+    The brainstate example runs unchanged:
+
+    >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
+    >>> x = jnp.arange(360.).reshape(3, 4, 5, 6)
+    >>> layer = un.LayerNorm(x.shape)
+    >>> print(layer(x).shape)
+    (3, 4, 5, 6)
+
+    With units, the output takes ``scale``'s unit:
+
+    >>> layer = un.LayerNorm(3, scale_init=un.init.Constant(2. * u.mV),
+    ...                      bias_init=un.init.Constant(-65. * u.mV), epsilon=1e-3 * u.nA**2)
+    >>> y = layer(jnp.array([[1., 2., 3.], [4., 4., 4.]]) * u.nA)
+    >>> print(layer.in_unit, y.unit, [round(v, 2) for v in y.mantissa[0].tolist()])
+    nA mV [-67.45, -65.0, -62.55]
+    >>> print(y.mantissa[1].tolist())
+    [-65.0, -65.0, -65.0]
+    """
+
+    def __init__(
+        self,
+        in_size: int | Sequence[int],
+        reduction_axes: int | Sequence[int] = -1,
+        feature_axes: int | Sequence[int] = -1,
+        *,
+        epsilon: Any = 1e-6,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Any = init.Zeros(),
+        scale_init: Any = init.Constant(1.0),
+        axis_name: str | Sequence[str] | None = None,
+        axis_index_groups: Sequence[Sequence[int]] | None = None,
+        use_fast_variance: bool = True,
+        dtype: Any = None,
+        param_type: type = NormalizationParamState,
+        name: str | None = None,
+        in_unit: Any = None,
+    ):
+        self._configure(
+            in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
+        )
+        self.reduction_axes = self._axes(reduction_axes, "reduction_axes")
+        self.feature_axes = self._axes(feature_axes, "feature_axes")
+        self.use_bias, self.use_scale = bool(use_bias), bool(use_scale)
+        fshape = tuple(self.in_size[a] for a in self.feature_axes)
+        self.weight = self._make_weight(
+            fshape, self.use_scale, self.use_bias, scale_init, bias_init, param_type
+        )
+        self._state_names = ("weight",) if self.weight is not None else ()
+
+
+class RMSNorm(_SampleNorm):
+    """Root-mean-square layer normalization (Zhang & Sennrich 2019), with units.
+
+    Divides each sample by its root mean square over ``reduction_axes``
+    (nothing is subtracted), then multiplies by a learned ``scale`` along
+    ``feature_axes``. brainstate's signature and attribute names: the scale is
+    held in ``self.scale.value['scale']`` (``weight`` is an alias of ``scale``).
+
+    Parameters
+    ----------
+    in_size : int or sequence of int
+        The shape of one sample, without the batch axis.
+    epsilon : float or Quantity, default 1e-6
+        Added to the mean square. A float is read in the reference unit
+        squared; a Quantity must have the input unit's squared dimension.
+    dtype : dtype, optional
+        Output (and parameter) dtype; default: the input's floating dtype.
+    use_scale : bool, default True
+        Learn a scale.
+    scale_init : initializer, default Constant(1.)
+        Anything :func:`unitnorm.init.resolve` accepts; its unit is the output unit.
+    reduction_axes : int or sequence of int, default -1
+        Axes of the input the mean square is taken over (negative ones count
+        from the end; any non-negative one fixes the input shape to ``in_size``).
+    feature_axes : int or sequence of int, default -1
+        Axes the ``scale`` runs along.
+    axis_name : str or sequence of str, optional
+        Combine the mean square across this mapped axis (one ``psum``).
+    axis_index_groups : sequence of sequence of int, optional
+        Combine only within these device groups.
+    use_fast_variance : bool, default True
+        Accepted for brainstate compatibility; the mean square has a single
+        formula, so it changes nothing.
+    param_type : type, default NormalizationParamState
+        The class holding ``scale``.
+    name : str, optional
+        A label.
+    in_unit : brainunit.Unit, optional
+        The reference unit (default: adopted from the first successful call).
+
+    Attributes
+    ----------
+    scale : State or None
+        ``{'scale': ...}``, or ``None`` with ``use_scale=False``.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``in_size``, axis or ``epsilon``, or an input or mask of the
+        wrong shape.
+    brainunit.UnitMismatchError
+        For an input of another dimension than the reference unit, or an
+        epsilon not in its square. A failed call changes nothing.
+
+    See Also
+    --------
+    LayerNorm, unitnorm.functional.rms_norm
+
+    Notes
+    -----
+    ``x / sqrt(mean(|x|**2) + epsilon)`` is dimensionless; the mean square
+    and ``epsilon`` are in unit(x)**2; ``scale`` sets the output unit. There is
+    no bias. The result is invariant under ``a * x`` (``a > 0``, epsilon scaled
+    by ``a**2``) but not under an offset.
+
+    Examples
+    --------
+    >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
+    >>> layer = un.RMSNorm(in_size=(2,), epsilon=0.)
+    >>> y = layer(jnp.array([[3., 4.], [0.3, 0.4]]) * u.mV)
+    >>> print(layer.in_unit, [[round(v, 4) for v in row] for row in y.tolist()])
+    mV [[0.8485, 1.1314], [0.8485, 1.1314]]
+    """
+
+    _rms = True
+
+    def __init__(
+        self,
+        in_size: int | Sequence[int],
+        *,
+        epsilon: Any = 1e-6,
+        dtype: Any = None,
+        use_scale: bool = True,
+        scale_init: Any = init.Constant(1.0),
+        reduction_axes: int | Sequence[int] = -1,
+        feature_axes: int | Sequence[int] = -1,
+        axis_name: str | Sequence[str] | None = None,
+        axis_index_groups: Sequence[Sequence[int]] | None = None,
+        use_fast_variance: bool = True,
+        param_type: type = NormalizationParamState,
+        name: str | None = None,
+        in_unit: Any = None,
+    ):
+        self._configure(
+            in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
+        )
+        self.reduction_axes = self._axes(reduction_axes, "reduction_axes")
+        self.feature_axes = self._axes(feature_axes, "feature_axes")
+        self.use_scale = bool(use_scale)
+        fshape = tuple(self.in_size[a] for a in self.feature_axes)
+        self.scale = self._make_weight(fshape, self.use_scale, False, scale_init, None, param_type)
+        self._state_names = ("scale",) if self.scale is not None else ()
+
+    @property
+    def weight(self) -> Any:
+        """The State holding ``{'scale': ...}`` (the same object as ``scale``)."""
+        return self.scale
+
+    def _affine(self) -> tuple[Any, Any]:
+        return (None if self.scale is None else self.scale.value.get("scale")), None
+
+
+class GroupNorm(_WeightNorm):
+    """Group normalization (Wu & He 2018), with units and multi-axis samples.
+
+    The channels (``feature_axis``) are split into ``num_groups`` groups of
+    ``group_size`` consecutive channels; each group of each sample is
+    standardized over its channels and the other ``reduction_axes``, then a
+    per-channel ``scale`` and ``bias`` are applied. Unlike brainstate 0.5,
+    ``in_size`` may have several axes, e.g. ``(length, channels)``.
+
+    Parameters
+    ----------
+    in_size : int or sequence of int
+        The shape of one sample, without the batch axis, e.g. ``(length, channels)``.
+    feature_axis : int, default -1
+        The channel axis (one axis).
+    num_groups : int or None, default 32
+        The number of groups. Give exactly one of ``num_groups`` and
+        ``group_size`` (pass ``num_groups=None`` to use ``group_size``).
+    group_size : int, optional
+        The number of channels per group.
+    epsilon : float or Quantity, default 1e-6
+        Added to the variance; a float is read in the reference unit squared.
+    dtype : dtype, optional
+        Output (and parameter) dtype; default: the input's floating dtype.
+    use_bias, use_scale : bool, default True
+        Learn a per-channel bias / scale.
+    bias_init, scale_init : initializer, default Zeros(), Constant(1.)
+        Anything :func:`unitnorm.init.resolve` accepts; ``scale`` sets the
+        output unit and ``bias`` must agree.
+    reduction_axes : int or sequence of int, optional
+        Axes of the input the statistics are taken over; must include
+        ``feature_axis``. Default: every axis of ``in_size``.
+    axis_name : str or sequence of str, optional
+        Combine the statistics across this mapped axis.
+    axis_index_groups : sequence of sequence of int, optional
+        Combine only within these device groups.
+    use_fast_variance : bool, default True
+        One-pass shifted variance or two passes.
+    param_type : type, default NormalizationParamState
+        The class holding ``weight``.
+    name : str, optional
+        A label.
+    in_unit : brainunit.Unit, optional
+        The reference unit (default: adopted from the first successful call).
+
+    Attributes
+    ----------
+    num_groups, group_size : int
+        The resolved group layout.
+    weight : State or None
+        ``{'scale': ..., 'bias': ...}`` of shape ``(channels,)``.
+
+    Raises
+    ------
+    ValueError
+        When both or neither of ``num_groups`` and ``group_size`` are given,
+        the channel count does not divide by them (the message names the
+        numbers), ``feature_axis`` is not one axis, ``reduction_axes`` omits
+        it, or an input or mask has the wrong shape.
+    TypeError
+        When ``num_groups`` / ``group_size`` is not an int.
+    brainunit.UnitMismatchError
+        For scale and bias of different dimensions, an input of another
+        dimension than the reference unit, or an epsilon not in its square.
+
+    See Also
+    --------
+    LayerNorm, InstanceNorm, unitnorm.functional.group_norm
+
+    Notes
+    -----
+    ``(x - mean) / sqrt(var + epsilon)`` is dimensionless; each group's
+    ``mean`` has unit(x), ``var`` and ``epsilon`` unit(x)**2; ``scale`` sets
+    the output unit and ``bias`` has the same dimension. ``num_groups=1`` is
+    :class:`LayerNorm` over the whole sample; ``num_groups=channels`` is
+    :class:`InstanceNorm`.
+
+    Examples
+    --------
+    >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
+    >>> layer = un.GroupNorm(in_size=(5, 4), num_groups=2)      # (length, channels)
+    >>> x = jnp.arange(40.).reshape(2, 5, 4) * u.uvolt
+    >>> y = layer(x)
+    >>> print(y.shape, round(float(y[0, :, :2].mean()), 4), round(float(y[0, :, :2].std()), 4))
+    (2, 5, 4) 0.0 1.0
+    >>> un.GroupNorm(10, num_groups=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: GroupNorm: the channel count must divide by num_groups; got channels=10, num_groups=4
+    """
+
+    def __init__(
+        self,
+        in_size: int | Sequence[int],
+        feature_axis: int = -1,
+        num_groups: int | None = 32,
+        group_size: int | None = None,
+        *,
+        epsilon: Any = 1e-6,
+        dtype: Any = None,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Any = init.Zeros(),
+        scale_init: Any = init.Constant(1.0),
+        reduction_axes: int | Sequence[int] | None = None,
+        axis_name: str | Sequence[str] | None = None,
+        axis_index_groups: Sequence[Sequence[int]] | None = None,
+        use_fast_variance: bool = True,
+        param_type: type = NormalizationParamState,
+        name: str | None = None,
+        in_unit: Any = None,
+    ):
+        who = type(self).__name__
+        self._configure(
+            in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
+        )
+        faxes = self._axes(feature_axis, "feature_axis")
+        if len(faxes) != 1:
+            raise ValueError(f"{who}: feature_axis must be one channel axis, got feature_axis={feature_axis}")
+        self.feature_axis = faxes[0]
+        if reduction_axes is None:
+            self.reduction_axes = tuple(range(len(self.in_size)))
+        else:
+            self.reduction_axes = self._axes(reduction_axes, "reduction_axes")
+            if self.feature_axis not in self.reduction_axes:
+                raise ValueError(
+                    f"{who}: reduction_axes must include the channel axis (feature_axis={feature_axis}), "
+                    "since statistics are taken within each group of channels; "
+                    f"got reduction_axes={reduction_axes}"
+                )
+        channels = self.in_size[self.feature_axis]
+        self.num_groups, self.group_size = functional.group_counts(channels, num_groups, group_size, who)
+        self.use_bias, self.use_scale = bool(use_bias), bool(use_scale)
+        self.weight = self._make_weight(
+            (channels,), self.use_scale, self.use_bias, scale_init, bias_init, param_type
+        )
+        self._state_names = ("weight",) if self.weight is not None else ()
+
+    @property
+    def feature_axes(self) -> tuple[int, ...]:
+        """``(feature_axis,)``, the axes the parameters run along."""
+        return (self.feature_axis,)
+
+    def _run(self, m: Any, scale: Any, bias: Any, mask: Any, eps: Any, out_dtype: Any) -> Any:
+        channel = self.feature_axis + 1
+        return functional.sample_norm_mantissa(
+            m,
+            scale,
+            bias,
+            mask,
+            eps,
+            reduction_axes=_shifted(self.reduction_axes),
+            feature_axes=(channel,),
+            groups=(channel, self.num_groups),
+            use_fast_variance=self.use_fast_variance,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+            out_dtype=out_dtype,
+        )
+
+
+class InstanceNorm(_WeightNorm):
+    """Instance normalization (Ulyanov et al. 2016), with units.
+
+    Standardizes every channel of every sample over the sample's other axes
+    (e.g. over time for ``(length, channels)``), then applies a per-channel
+    ``scale`` and ``bias``. flax.nnx has this layer; brainstate does not, so the
+    signature follows the other layers here.
+
+    Parameters
+    ----------
+    in_size : int or sequence of int
+        The shape of one sample, without the batch axis, e.g. ``(height, width, channels)``.
+    feature_axes : int or sequence of int, default -1
+        The channel axes; every other axis of ``in_size`` is reduced.
+    epsilon : float or Quantity, default 1e-6
+        Added to the variance; a float is read in the reference unit squared.
+    dtype : dtype, optional
+        Output (and parameter) dtype; default: the input's floating dtype.
+    use_bias, use_scale : bool, default True
+        Learn a per-channel bias / scale.
+    bias_init, scale_init : initializer, default Zeros(), Constant(1.)
+        Anything :func:`unitnorm.init.resolve` accepts; ``scale`` sets the
+        output unit and ``bias`` must agree.
+    axis_name : str or sequence of str, optional
+        Combine the statistics across this mapped axis.
+    axis_index_groups : sequence of sequence of int, optional
+        Combine only within these device groups.
+    use_fast_variance : bool, default True
+        One-pass shifted variance or two passes.
+    param_type : type, default NormalizationParamState
+        The class holding ``weight``.
+    name : str, optional
+        A label.
+    in_unit : brainunit.Unit, optional
+        The reference unit (default: adopted from the first successful call).
+
+    Attributes
+    ----------
+    weight : State or None
+        ``{'scale': ..., 'bias': ...}`` shaped like the feature axes.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``in_size``, axis or ``epsilon``, or an input or mask of the
+        wrong shape.
+    brainunit.UnitMismatchError
+        For scale and bias of different dimensions, an input of another
+        dimension than the reference unit, or an epsilon not in its square.
+
+    See Also
+    --------
+    GroupNorm, LayerNorm, unitnorm.functional.instance_norm
+
+    Notes
+    -----
+    ``(x - mean) / sqrt(var + epsilon)`` is dimensionless; ``mean`` has
+    unit(x), ``var`` and ``epsilon`` unit(x)**2; ``scale`` sets the output
+    unit and ``bias`` has the same dimension.
+
+    Examples
+    --------
+    >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
+    >>> layer = un.InstanceNorm(in_size=(2, 2), epsilon=0.)     # (length, channels)
+    >>> y = layer(jnp.array([[1., 10.], [3., 30.]]) * u.nS)
+    >>> print(y.round(3))
+    [[-1. -1.]
+     [ 1.  1.]]
+    """
+
+    def __init__(
+        self,
+        in_size: int | Sequence[int],
+        feature_axes: int | Sequence[int] = -1,
+        *,
+        epsilon: Any = 1e-6,
+        dtype: Any = None,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Any = init.Zeros(),
+        scale_init: Any = init.Constant(1.0),
+        axis_name: str | Sequence[str] | None = None,
+        axis_index_groups: Sequence[Sequence[int]] | None = None,
+        use_fast_variance: bool = True,
+        param_type: type = NormalizationParamState,
+        name: str | None = None,
+        in_unit: Any = None,
+    ):
+        self._configure(
+            in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
+        )
+        self.feature_axes = self._axes(feature_axes, "feature_axes")
+        self.reduction_axes = tuple(a for a in range(len(self.in_size)) if a not in self.feature_axes)
+        self.use_bias, self.use_scale = bool(use_bias), bool(use_scale)
+        fshape = tuple(self.in_size[a] for a in self.feature_axes)
+        self.weight = self._make_weight(
+            fshape, self.use_scale, self.use_bias, scale_init, bias_init, param_type
+        )
+        self._state_names = ("weight",) if self.weight is not None else ()
