@@ -1,6 +1,7 @@
 """unitnorm: units-aware normalization layers for JAX."""
 
 from unitnorm import functional, init
+from unitnorm._checkpoint import load, save
 from unitnorm._units import UnitError
 from unitnorm.functional import weight_standardization
 from unitnorm.nn import (
@@ -36,9 +37,11 @@ __all__ = [
     "UnitError",
     "functional",
     "init",
+    "load",
     "load_params",
     "merge",
     "params",
     "partition",
+    "save",
     "weight_standardization",
 ]

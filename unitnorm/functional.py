@@ -108,6 +108,76 @@ def epsilon_mantissa(epsilon: Any, unit: Any, who: str) -> Any:
     return epsilon
 
 
+NAN_POLICIES = ("propagate", "omit", "raise")
+
+
+def check_nan_policy(nan_policy: Any, who: str) -> str:
+    """Return ``nan_policy`` when it is one of scipy's names, else raise ``ValueError``."""
+    if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
+        raise ValueError(f"{who}: nan_policy must be 'propagate', 'omit' or 'raise', got {nan_policy!r}")
+    return nan_policy
+
+
+def apply_nan_policy(m: jax.Array, mask: jax.Array | None, nan_policy: str, who: str) -> jax.Array | None:
+    """Fold ``nan_policy`` into ``mask`` (the elements that count) before any statistic is computed.
+
+    ``'propagate'`` returns ``mask`` unchanged. ``'omit'`` drops the non-finite
+    elements of ``m`` (NaN and +-inf) from it. ``'raise'`` raises ``ValueError``
+    when a counted element is non-finite and the values are concrete; when they
+    are traced (inside ``jax.jit``) no Python error can be raised, so it adds a
+    :func:`jax.experimental.checkify.debug_check`, reported when the caller wraps
+    the function with ``checkify.checkify`` and a no-op otherwise.
+    """
+    nan_policy = check_nan_policy(nan_policy, who)
+    if nan_policy == "propagate" or not jnp.issubdtype(m.dtype, jnp.inexact):
+        return mask
+    finite = jnp.isfinite(m)
+    if nan_policy == "omit":
+        return finite if mask is None else mask & finite
+    bad = ~finite if mask is None else mask & ~finite
+    if isinstance(bad, jax.core.Tracer):
+        from jax.experimental import checkify
+
+        checkify.debug_check(
+            ~jnp.any(bad), f"{who}: nan_policy='raise' expected finite input, got non-finite values"
+        )
+        return mask
+    n_bad = int(jnp.sum(bad))
+    if n_bad:
+        first = tuple(int(i) for i in jnp.argwhere(bad)[0])
+        raise ValueError(
+            f"{who}: nan_policy='raise' expected finite input, got {n_bad} non-finite value(s) "
+            f"(the first at index {first}); use nan_policy='omit' to leave them out of the statistics"
+        )
+    return mask
+
+
+def update_allowed(m: jax.Array, mask: jax.Array | None, raxes: tuple[int, ...], nan_policy: str) -> Any:
+    """Per feature, may this batch update the running statistics? ``None`` when all may.
+
+    False where no element counts (an all-false mask, or only non-finite values
+    under ``'omit'``), and, under ``'raise'`` with traced values (where no
+    error can be raised), where a counted element is non-finite. The running
+    statistics of those features keep their old values.
+    """
+    ok = None if mask is None else jnp.any(mask, axis=raxes)
+    if nan_policy == "raise" and isinstance(m, jax.core.Tracer) and jnp.issubdtype(m.dtype, jnp.inexact):
+        finite = jnp.isfinite(m) if mask is None else jnp.isfinite(m) | ~mask
+        all_finite = jnp.all(finite, axis=raxes)
+        ok = all_finite if ok is None else ok & all_finite
+    return ok
+
+
+def check_batch_size(shape: tuple[int, ...], raxes: tuple[int, ...], who: str) -> None:
+    """Refuse batch statistics computed from a single value per feature (PyTorch's rule)."""
+    if math.prod(shape[a] for a in raxes) == 1:
+        raise ValueError(
+            f"{who}: expected more than 1 value per feature to compute batch statistics, got input of "
+            f"shape {tuple(shape)} (1 value per feature over axes {raxes}); use a batch of 2 or more, "
+            "or evaluation mode with running statistics"
+        )
+
+
 def _abs2(d: jax.Array) -> jax.Array:
     return d.real * d.real + d.imag * d.imag if jnp.iscomplexobj(d) else d * d
 
@@ -232,6 +302,7 @@ def compute_stats(
     axis_name: Any = None,
     axis_index_groups: Any = None,
     dtype: Any = None,
+    nan_policy: str = "propagate",
 ) -> tuple[Any, Any]:
     """Mean and (biased) variance of ``x`` over ``axes``, with units.
 
@@ -255,6 +326,14 @@ def compute_stats(
         Combine only within these groups of devices.
     dtype : dtype, optional
         Compute in this dtype, promoted to at least float32.
+    nan_policy : {'propagate', 'omit', 'raise'}, default 'propagate'
+        What non-finite values (NaN, +-inf) of ``x`` do, with scipy's names:
+        ``'propagate'`` lets them make the statistics non-finite;
+        ``'omit'`` leaves them out, as if masked (a slice with no finite value
+        gets NaN statistics); ``'raise'`` raises ``ValueError`` when a counted
+        element is non-finite. ``'raise'`` needs concrete values: inside
+        ``jax.jit`` it becomes a ``checkify.debug_check``, reported only when
+        the caller wraps the function with ``jax.experimental.checkify.checkify``.
 
     Returns
     -------
@@ -266,7 +345,8 @@ def compute_stats(
     Raises
     ------
     ValueError
-        When an axis is out of range or empty, or the mask does not broadcast.
+        When an axis is out of range or empty, the mask does not broadcast, or
+        ``nan_policy='raise'`` meets a non-finite value.
     TypeError
         When ``x`` is not numeric.
 
@@ -282,12 +362,21 @@ def compute_stats(
     >>> mean, var = un.functional.compute_stats(jnp.array([1., 2., 3.]) * u.mV, axes=0)
     >>> print(mean, var)
     2. mV 0.6666667 mV^2
+
+    A recording with a gap: ``'omit'`` gives the statistics of the samples that
+    are there.
+
+    >>> gap = jnp.array([1., jnp.nan, 2., 3.]) * u.mV
+    >>> mean, var = un.functional.compute_stats(gap, axes=0, nan_policy="omit")
+    >>> print(mean, var)
+    2. mV 0.6666667 mV^2
     """
     m, unit = _units.split(x)
     check_numeric(m, "compute_stats")
     axes = canonical_axes(axes, m.ndim)
     _check_nonempty(m.shape, axes, "compute_stats")
     mask = check_mask(mask, m.shape, "compute_stats")
+    mask = apply_nan_policy(m, mask, nan_policy, "compute_stats")
     mean, var = moments(
         m,
         axes,
@@ -454,6 +543,7 @@ def batch_norm(
     use_fast_variance: bool = True,
     mask: Any = None,
     dtype: Any = None,
+    nan_policy: str = "propagate",
 ) -> tuple[Any, Any, Any]:
     """Batch normalization with running statistics, as a pure function.
 
@@ -487,9 +577,18 @@ def batch_norm(
     use_fast_variance : bool, default True
         One-pass shifted variance, or two passes.
     mask : array_like of bool, optional
-        Which elements of ``x`` count towards the batch statistics.
+        Which elements of ``x`` count towards the batch statistics. A feature
+        with no element counted keeps its running statistics.
     dtype : dtype, optional
         Output dtype (default: the input's floating dtype).
+    nan_policy : {'propagate', 'omit', 'raise'}, default 'propagate'
+        Non-finite values of ``x``: ``'propagate'`` (the default, as in flax
+        and brainstate) lets them into the statistics; ``'omit'`` leaves them
+        out of the batch statistics, as if masked, and leaves them non-finite
+        in ``y``; ``'raise'`` raises ``ValueError`` when a counted element is
+        non-finite. Under ``jax.jit`` ``'raise'`` cannot raise: it becomes a
+        ``checkify.debug_check`` (reported under ``checkify.checkify``), and a
+        feature holding a non-finite value keeps its running statistics.
 
     Returns
     -------
@@ -502,7 +601,9 @@ def batch_norm(
     ------
     ValueError
         When the running statistics or affine parameters do not have the
-        feature shape, or the mask does not broadcast.
+        feature shape, the mask does not broadcast, batch statistics would come
+        from a single value per feature, or ``nan_policy='raise'`` meets a
+        non-finite value.
     brainunit.UnitMismatchError
         When ``x``, ``running_var``, ``epsilon`` or ``bias`` have the wrong dimension.
 
@@ -547,7 +648,10 @@ def batch_norm(
             raise ValueError(f"batch_norm: {name} must have the feature shape {fshape}, got {tuple(v.shape)}")
     if training:
         _check_nonempty(m.shape, raxes, "batch_norm")
+    if training or not has_running:
+        check_batch_size(m.shape, raxes, "batch_norm")
     mask = check_mask(mask, m.shape, "batch_norm")
+    mask = apply_nan_policy(m, mask, nan_policy, "batch_norm")
     eps = epsilon_mantissa(epsilon, ref, "batch_norm")
     y, new_mean, new_var = batch_norm_mantissa(
         m,
@@ -570,6 +674,9 @@ def batch_norm(
     y = _units.restore(y, out_unit)
     if not has_running:
         return y, None, None
+    ok = update_allowed(m, mask, raxes, nan_policy) if training else None
+    if ok is not None:
+        new_mean, new_var = jnp.where(ok, new_mean, rm), jnp.where(ok, new_var, rv)
     return y, _units.restore(new_mean, ref), _units.restore(new_var, ref**2)
 
 

@@ -118,6 +118,143 @@ class Module:
         fit = _brainstate_fit()
         return self.training if fit is None else bool(fit)
 
+    # -- checkpoints ----------------------------------------------------------
+    #: State fields held in the reference unit (``in_unit``) to this power.
+    _reference_powers: dict[str, int] = {"running_mean": 1, "running_var": 2}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the values of the layer's States by name, like PyTorch's ``state_dict``.
+
+        A State holding a dict contributes one entry per item, named
+        ``'<state>.<item>'`` (``'weight.scale'``, ``'weight.bias'``); the
+        others one entry each (``'running_mean'``, ``'running_var'``,
+        ``'num_batches_tracked'``). Values are the States' own values, as
+        Quantities where they have a unit; items that are ``None`` are left out.
+
+        Returns
+        -------
+        dict of str to Quantity or array
+            A new dict; changing it does not change the layer.
+
+        See Also
+        --------
+        load_state_dict, unitnorm.save, unitnorm.load
+
+        Examples
+        --------
+        >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
+        >>> layer = un.BatchNorm0d(2, in_unit=u.mV)
+        >>> d = layer.state_dict()
+        >>> list(d)
+        ['weight.scale', 'weight.bias', 'running_mean', 'running_var']
+        >>> print(d["running_var"])
+        [1. 1.] mV^2
+        """
+        out: dict[str, Any] = {}
+        for name in self._state_names:
+            value = getattr(self, name).value
+            if isinstance(value, dict):
+                out.update((f"{name}.{k}", v) for k, v in value.items() if v is not None)
+            elif value is not None:
+                out[name] = value
+        return out
+
+    def load_state_dict(self, state_dict: Any) -> Module:
+        """Load values saved by :meth:`state_dict` into this layer's States.
+
+        Every field must be present, and no other. Each value must have the
+        field's shape and the dimension of its unit; a compatible unit is
+        converted (running statistics in V into a layer whose reference unit
+        is mV), and the mantissa is cast to the dtype the field has now. The
+        running statistics of a layer whose reference unit is not fixed yet
+        (no ``in_unit``, never called) are taken in the unit they come in,
+        which the layer then adopts. Everything is checked before anything is
+        written: a failed load changes nothing.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to Quantity or array_like
+            Field names as :meth:`state_dict` gives them.
+
+        Returns
+        -------
+        Module
+            This layer.
+
+        Raises
+        ------
+        ValueError
+            For a missing or unexpected field, or a value of another shape.
+        TypeError
+            For a value that is not numeric, or a float for an integer field.
+        brainunit.UnitMismatchError
+            For a value whose unit has another dimension than the field's.
+
+        Examples
+        --------
+        >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
+        >>> layer = un.BatchNorm0d(2, in_unit=u.mV)
+        >>> d = layer.state_dict()
+        >>> d["running_mean"] = jnp.array([0.001, 0.002]) * u.volt
+        >>> print(layer.load_state_dict(d).running_mean.value)
+        [1. 2.] mV
+        """
+        import collections.abc
+
+        who = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, collections.abc.Mapping):
+            raise TypeError(f"{who}: expected a dict of field name to value, got {type(state_dict).__name__}")
+        current = self.state_dict()
+        missing = [k for k in current if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in current]
+        if missing or unexpected:
+            raise ValueError(
+                f"{who}: expected the fields {list(current)}; missing {missing}, unexpected {unexpected}"
+            )
+        ref = self._loaded_reference_unit(state_dict, current)
+        loaded = {k: self._load_field(who, k, state_dict[k], v, ref) for k, v in current.items()}
+        # every field checked and converted: now write
+        for name in self._state_names:
+            state = getattr(self, name)
+            if isinstance(state.value, dict):
+                state.value = {k: loaded.get(f"{name}.{k}", v) for k, v in state.value.items()}
+            elif state.value is not None:
+                state.value = loaded[name]
+        if ref is not None and getattr(self, "in_unit", None) is None and not ref.is_unitless:
+            self.in_unit = ref
+        return self
+
+    def _loaded_reference_unit(self, state_dict: Any, current: dict[str, Any]) -> Any:
+        """Return the unit the reference fields are read in, or ``None`` to keep each field's own."""
+        powers = {k: p for k, p in self._reference_powers.items() if k in current}
+        if not powers or not hasattr(self, "in_unit"):
+            return None
+        if self.in_unit is not None:
+            return self.in_unit
+        first = next((k for k, p in powers.items() if p == 1), None)
+        return None if first is None else _units.unit_of(state_dict[first])
+
+    def _load_field(self, who: str, key: str, value: Any, old: Any, ref: Any) -> Any:
+        import jax.numpy as jnp
+
+        from unitnorm import functional
+
+        if value is None:
+            raise TypeError(f"{who}: field '{key}' expected an array or Quantity, got None")
+        m, _ = _units.split(value)
+        functional.check_numeric(m, f"{who}: field '{key}'")
+        old_m, old_unit = _units.split(old)
+        if tuple(m.shape) != tuple(old_m.shape):
+            raise ValueError(
+                f"{who}: field '{key}' expected shape {tuple(old_m.shape)}, got {tuple(m.shape)}"
+            )
+        power = self._reference_powers.get(key)
+        unit = old_unit if ref is None or power is None else ref**power
+        m = _units.to_mantissa(value, unit, what=f"field '{key}'", expected=who)
+        if jnp.issubdtype(old_m.dtype, jnp.integer) and not jnp.issubdtype(m.dtype, jnp.integer):
+            raise TypeError(f"{who}: field '{key}' expected integers ({old_m.dtype}), got {m.dtype}")
+        return _units.restore(m.astype(old_m.dtype), unit)
+
     # -- helpers for subclasses ----------------------------------------------
     def _unit_error(self, received: Any, unit: Any) -> _units.UnitError:
         who = self._signature()

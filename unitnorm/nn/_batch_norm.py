@@ -93,6 +93,7 @@ class _BatchNorm(Module):
         param_type: type = NormalizationParamState,
         mean_type: type = BatchState,
         in_unit: Any = None,
+        nan_policy: str = "propagate",
     ):
         who = type(self).__name__
         self.in_size = _size(in_size, who)
@@ -116,6 +117,7 @@ class _BatchNorm(Module):
         self.name = name
         self.dtype = None if dtype is None else jnp.dtype(dtype)
         self.in_unit = check_in_unit(in_unit, who)
+        self.nan_policy = functional.check_nan_policy(nan_policy, who)
         if self.in_unit is not None and self.epsilon_unit is not None:
             self._check_epsilon_unit(self.in_unit)
         self.training = True
@@ -187,7 +189,9 @@ class _BatchNorm(Module):
             )
         return jnp.asarray(value)
 
-    def __call__(self, x: Any, mask: Any = None, *, training: bool | None = None) -> Any:
+    def __call__(
+        self, x: Any, mask: Any = None, *, training: bool | None = None, nan_policy: str | None = None
+    ) -> Any:
         """Normalize ``x``; in training mode also update the running statistics.
 
         Parameters
@@ -198,6 +202,8 @@ class _BatchNorm(Module):
             Which elements count towards the batch statistics.
         training : bool, optional
             Overrides the layer's mode for this call only.
+        nan_policy : {'propagate', 'omit', 'raise'}, optional
+            Overrides the layer's ``nan_policy`` for this call only.
 
         Returns
         -------
@@ -218,11 +224,15 @@ class _BatchNorm(Module):
         faxes = tuple(a + offset for a in self.feature_axes)
         raxes = tuple(a for a in range(m.ndim) if a not in faxes)
         mask = functional.check_mask(mask, m.shape, who)
+        policy = self.nan_policy if nan_policy is None else functional.check_nan_policy(nan_policy, who)
+        mask = functional.apply_nan_policy(m, mask, policy, who)
         use_batch = training or not self.track_running_stats
         if use_batch and math.prod(m.shape[a] for a in raxes) == 0:
             raise ValueError(
                 f"{who}: cannot compute batch statistics of an empty input of shape {tuple(m.shape)}"
             )
+        if use_batch:
+            functional.check_batch_size(m.shape, raxes, who)
 
         rm = rv = None
         momentum = self.momentum
@@ -255,6 +265,11 @@ class _BatchNorm(Module):
             axis_index_groups=self.axis_index_groups,
             out_dtype=functional.output_dtype(m.dtype, self.dtype),
         )
+        if self.track_running_stats and training:
+            # features with no counted value (or, traced under 'raise', a non-finite one) keep their stats
+            ok = functional.update_allowed(m, mask, raxes, policy)
+            if ok is not None:
+                new_mean, new_var = jnp.where(ok, new_mean, rm), jnp.where(ok, new_var, rv)
         # every check passed and the math ran: now, and only now, write state
         if self.track_running_stats and training:
             self.running_mean.value = _units.restore(new_mean, ref)
@@ -304,6 +319,18 @@ _COMMON_DOC = """
     in_unit : brainunit.Unit, optional
         The reference unit. Without it the first successful call adopts the
         input's unit. Inputs in a compatible unit are converted to it.
+    nan_policy : {{'propagate', 'omit', 'raise'}}, default 'propagate'
+        Non-finite input values (NaN, +-inf), with scipy's names.
+        ``'propagate'`` (flax's and brainstate's behaviour) lets them into the
+        statistics. ``'omit'`` leaves them out of the batch statistics, as if
+        masked, and leaves them non-finite in the output; a feature with no
+        finite value in the batch keeps its running statistics. ``'raise'``
+        raises ``ValueError`` before any State is written. ``'raise'`` needs
+        concrete input: inside ``jax.jit`` it cannot raise, so it adds a
+        ``jax.experimental.checkify.debug_check`` (reported when the step is
+        wrapped with ``checkify.checkify``) and a feature holding a non-finite
+        value keeps its running statistics. The call's ``nan_policy=``
+        overrides it for one call.
 
     Attributes
     ----------
@@ -315,8 +342,12 @@ _COMMON_DOC = """
     Raises
     ------
     ValueError
-        At construction for a bad ``in_size``, ``momentum`` or ``epsilon``; at
-        call time for an input of the wrong shape or a mask that does not fit.
+        At construction for a bad ``in_size``, ``momentum``, ``epsilon`` or
+        ``nan_policy``; at call time for an input of the wrong shape, a mask
+        that does not fit, a non-finite value under ``nan_policy='raise'``, or
+        batch statistics that would come from a single value per feature (a
+        batch of one in training mode, as in PyTorch; brainstate and flax
+        silently return zeros).
     brainunit.UnitMismatchError
         For scale and bias of different dimensions (at construction), an input
         of another dimension than the reference unit, or an epsilon that is not
