@@ -1,67 +1,279 @@
-"""The ``unitnorm`` command line: ``python -m unitnorm demo``."""
+"""The ``unitnorm`` command line: ``unitnorm demo`` and ``unitnorm normalize``.
+
+``python -m unitnorm demo`` normalizes a real EEG recording bundled with the
+package, prints its per-channel statistics with units and writes a before/after
+plot. ``python -m unitnorm normalize INPUT --out OUT.npz`` does the same job for
+an EDF/BDF or NWB file of any size, streaming it chunk by chunk.
+
+Bad input (a missing file, a file that is not EDF/BDF/NWB, a corrupt header, an
+unknown unit string, a channel that is not there) ends with exit status 1 and
+one line on stderr; the output file is written under a temporary name and renamed
+only when complete, so it is never left half-written.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any, NoReturn
+
+DEMO_FILE = "test_subsecond_crop.edf"
+DEMO_PLOT = "unitnorm-demo.png"
 
 
-def demo() -> int:
-    """Run the README's demo: the brainstate example, then the same data in V and mV."""
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line(err: BaseException, source: str | None = None) -> str:
+    """One line for an exception: its message, whitespace collapsed, at most 400 characters."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = " ".join(str(err).split()) or type(err).__name__
+    known = (OSError, ValueError, TypeError, ImportError, ArithmeticError)
+    if not isinstance(err, known):  # a library's own exception type, e.g. from h5py or hdmf
+        text = f"{source + ': ' if source else ''}{type(err).__name__}: {text}"
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _split_channels(tokens: Sequence[str] | None) -> list[str] | None:
+    if tokens is None:
+        return None
+    names = [part.strip() for token in tokens for part in token.split(",")]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError("--channels needs at least one channel name")
+    return names
+
+
+def _format_stats(rec: Any, stats: Any, robust: Any = None) -> list[str]:
+    """Format a small table: channel, mean, std (and median, MAD), each with its unit."""
+    rows = [["channel", "mean", "std"] + (["median", "MAD"] if robust is not None else [])]
+    for i, name in enumerate(rec.channel_names):
+        unit = rec.channel_units[i]
+        cells = [name, f"{stats.mean_mantissa[i]:.4g} {unit}", f"{stats.std_mantissa[i]:.4g} {unit}"]
+        if robust is not None:
+            cells += [f"{robust.median_mantissa[i]:.4g} {unit}", f"{robust.mad_mantissa[i]:.4g} {unit}"]
+        rows.append(cells)
+    return _table(rows)
+
+
+# ---------------------------------------------------------------------------- normalize
+
+
+def normalize_command(args: argparse.Namespace) -> int:
+    """``unitnorm normalize``: read, normalize per channel, write an .npz atomically."""
+    from unitnorm import io
+
+    channels = _split_channels(args.channels)
+    if args.chunk_seconds is not None and not (0 < args.chunk_seconds < float("inf")):
+        raise ValueError(f"--chunk-seconds must be a positive number of seconds, got {args.chunk_seconds}")
+    rec = io.read_recording(args.input, channels=channels, name=args.name)
+    out = os.fspath(args.out)
+    if os.path.exists(out) and os.path.samefile(out, args.input):
+        raise ValueError(f"{out}: the output would overwrite the input")
+    print(f"read {args.input}: {rec}")
+    io.write_normalized(rec, out, args.method, chunk_seconds=args.chunk_seconds)
+    saved = io.load_normalized(out)
+    keys = ["mean", "std"] + (["median", "mad"] if args.method == "robust" else [])
+    rows = [["channel", *(k if k != "mad" else "MAD" for k in keys)]]
+    rows += [[name, *(_fmt(saved[k][i]) for k in keys)] for i, name in enumerate(saved["channel_names"])]
+    print("\n".join(_table(rows)))
+    print(f"wrote {out}: {rec.n_samples} samples x {rec.n_channels} channels, float32, method {args.method}")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    """Format a scalar with its unit, e.g. ``'-0.3978 uV'``."""
+    if hasattr(value, "mantissa"):
+        return f"{float(value.mantissa):.4g} {value.unit}"
+    return f"{float(value):.4g}"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+def demo(plot_path: str = DEMO_PLOT) -> int:
+    """Run the README's demo on the bundled EEG recording (no network)."""
+    from importlib.resources import as_file, files
+
+    missing = [m for m in ("pyedflib", "matplotlib") if not _importable(m)]
+    if missing:
+        print(
+            f"unitnorm demo: error: the demo needs {' and '.join(missing)}: pip install 'unitnorm[io]'",
+            file=sys.stderr,
+        )
+        return 1
+
     import brainunit as u
     import jax.numpy as jnp
     import numpy as np
 
     import unitnorm as un
+    from unitnorm import io
 
-    print("1. The brainstate BatchNorm1d example, unchanged")
-    layer = un.BatchNorm1d(in_size=(100, 64))
-    y = layer(jnp.ones((8, 100, 64)))
-    print(f"   input (8, 100, 64) -> output {y.shape}, training={layer.training}")
+    with as_file(files("unitnorm") / "data" / DEMO_FILE) as path:
+        rec = io.read_edf(path)
+        print("unitnorm demo: normalize a real EEG recording, keeping its units\n")
+        print(
+            "1. The bundled recording: a 120 s crop of pyedflib's test_subsecond.edf "
+            f"(BSD license, see {DEMO_FILE[:-4]}.txt)"
+        )
+        print(f"   {rec}")
+        print("   units come from the EDF header; its physical range is 8711 .. -8711 uV, a negative gain")
 
-    print("2. Membrane potentials: the same recording written in V and in mV")
-    rng = np.random.default_rng(0)
-    mv = jnp.asarray(-65.0 + 4.0 * rng.standard_normal((16, 200, 3)), jnp.float32) * u.mV
-    volts = mv.in_unit(u.volt)
-    fixed = un.BatchNorm1d((200, 3), in_unit=u.mV)
-    z_mv, z_v = fixed(mv), fixed(volts)
-    print(f"   running mean: {fixed.running_mean.value}")
-    print(f"   running var:  {fixed.running_var.value}")
-    print(
-        f"   output type: {type(z_mv).__name__} (dimensionless), max |z(mV) - z(V)| = "
-        f"{float(jnp.max(jnp.abs(z_mv - z_v))):.2e}"
-    )
-    a, b = un.BatchNorm1d((200, 3)), un.BatchNorm1d((200, 3))
-    naive = float(jnp.max(jnp.abs(a(mv) - b(volts))))
-    print(f"   two layers that each adopt their input's unit, float epsilon 1e-5: differ by {naive:.2e}")
-    print("      (epsilon is read in the input's unit squared: 1e-5 mV^2 vs 1e-5 V^2)")
+        print("\n2. Per-channel statistics: one streaming pass in 10 s chunks, exact in float64")
+        stats = io.channel_stats(rec, chunk_seconds=10.0, progress=False)
+        robust = io.robust_stats(rec, progress=False)
+        for line in _format_stats(rec, stats, robust):
+            print(f"   {line}")
+        x = rec.data
+        mean, var = un.functional.compute_stats(x, axes=0)
+        rel = float(jnp.max(jnp.abs(mean.to_decimal(u.uvolt) - stats.mean_mantissa) / stats.std_mantissa))
+        rel_var = float(jnp.max(jnp.abs(var.to_decimal(u.uvolt**2) / stats.var_mantissa - 1)))
+        print(
+            f"   in memory, unitnorm.functional.compute_stats(rec.data, axes=0) gives mean {mean[0]}, "
+            f"var {var[0]}\n   (float32; differs from the float64 stream by {rel:.1e} std in the mean, "
+            f"{rel_var:.1e} relative in the variance)"
+        )
 
-    print("3. Affine output in millivolts")
-    out = un.BatchNorm1d(
-        (200, 3), scale_initializer=un.init.Constant(1 * u.mV), bias_initializer=un.init.Constant(-65 * u.mV)
-    )(mv)
-    print(f"   output unit: {out.unit}, mean {float(out.mean().mantissa):.3f} mV")
+        print("\n3. Normalize each channel: z = (x - mean) / std, dimensionless")
+        z, _ = io.normalize_recording(rec, chunk_seconds=10.0, progress=False)
+        z_volts, _ = io.normalize_recording(rec.select(u.volt), chunk_seconds=10.0, progress=False)
+        print(
+            f"   z: mean {float(z.mean()):.3f}, std {float(z.std()):.3f}, "
+            f"range {z.min():.2f} .. {z.max():.2f}"
+        )
+        print(
+            "   the same EEG converted to volts gives the same z-scores: "
+            f"max difference {np.abs(z - z_volts).max():.1e}"
+        )
+        x_volts = rec.select(u.volt).data
+        layer = un.BatchNorm0d(in_size=rec.n_channels, in_unit=u.uvolt)
+        z_layer = np.asarray(layer(x_volts))
+        print(
+            f"   un.BatchNorm0d(in_unit=u.uvolt) on the volt copy agrees with the stream: "
+            f"max difference {np.abs(z_layer - z).max():.1e}"
+        )
+        adopt_uv, adopt_v = un.BatchNorm0d(rec.n_channels), un.BatchNorm0d(rec.n_channels)
+        naive = float(jnp.max(jnp.abs(adopt_uv(x) - adopt_v(x_volts))))
+        print(
+            f"   two BatchNorm0d layers that each adopt their input's unit differ by {naive:.2f}: "
+            "their float\n"
+            "   epsilon 1e-5 is read in uV^2 by one and in V^2 (far above the EEG's variance) by the other"
+        )
 
-    print("4. A unit of the wrong dimension is refused, and nothing changes")
-    before = fixed.running_mean.value
-    try:
-        fixed(jnp.ones((16, 200, 3)) * u.nA)
-    except u.UnitMismatchError as err:
-        print(f"   {type(err).__name__}: {err}")
-    print(f"   running mean unchanged: {bool(jnp.all(fixed.running_mean.value.mantissa == before.mantissa))}")
+        seconds = 10.0
+        n = int(seconds * float(rec.sampling_rate.mantissa))
+        _plot(plot_path, rec, x.mantissa[:n], z[:n], stats)
+    print(f"\n4. Wrote the before/after plot (first {seconds:g} s): {plot_path}")
     return 0
 
 
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _plot(path: str, rec: Any, raw: Any, z: Any, stats: Any) -> None:
+    """Two panels, raw (with units) above, z-scores below; PNG via the Agg canvas, written atomically."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    t = np.arange(raw.shape[0]) / float(rec.sampling_rate.mantissa)
+    fig = Figure(figsize=(9, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for j, name in enumerate(rec.channel_names):
+        unit = rec.channel_units[j]
+        top.plot(
+            t,
+            raw[:, j],
+            lw=0.7,
+            label=f"{name}: mean {stats.mean_mantissa[j]:.2f} {unit}, std {stats.std_mantissa[j]:.2f} {unit}",
+        )
+        bottom.plot(t, z[:, j], lw=0.7, label=f"{name} (z-score)")
+    top.set_ylabel(f"before ({rec.channel_units[0]})")
+    top.set_title("unitnorm demo: EEG before and after per-channel normalization")
+    bottom.set_ylabel("after (dimensionless)")
+    bottom.set_xlabel("time (s)")
+    for ax in (top, bottom):
+        ax.legend(loc="upper right", fontsize=8)
+        ax.grid(alpha=0.3)
+    directory, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="unitnorm", description="Units-aware normalization for JAX and recordings.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,normalize}")
+    d = sub.add_parser(
+        "demo", help="normalize the bundled EEG recording; print statistics, plot before/after"
+    )
+    d.add_argument("--plot", default=DEMO_PLOT, help=f"where to write the PNG (default: ./{DEMO_PLOT})")
+    n = sub.add_parser("normalize", help="normalize an EDF/BDF or NWB recording per channel into an .npz")
+    n.add_argument("input", help="an EDF, BDF or NWB file (recognized by its content)")
+    n.add_argument("--out", required=True, help="the .npz to write (atomically)")
+    n.add_argument(
+        "--method",
+        choices=["zscore", "robust"],
+        default="zscore",
+        help="zscore: (x - mean) / std; robust: (x - median) / (1.4826 MAD)",
+    )
+    n.add_argument(
+        "--channels", nargs="+", metavar="NAME", help="channels to keep (names, or comma-separated)"
+    )
+    n.add_argument("--chunk-seconds", type=float, metavar="S", help="seconds of samples read at a time")
+    n.add_argument("--name", help="NWB only: the TimeSeries to read")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``unitnorm`` command."""
-    parser = argparse.ArgumentParser(prog="unitnorm", description="Units-aware normalization for JAX.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run a short demonstration")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo()
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    """Entry point of the ``unitnorm`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    command = demo if args.command == "demo" else None
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            status = demo(args.plot) if command else normalize_command(args)
+    except KeyboardInterrupt:
+        print("unitnorm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line, never a traceback: the files are data from strangers
+        print(f"unitnorm: error: {_one_line(err, getattr(args, 'input', None))}", file=sys.stderr)
+        return 1
+    seen = set()
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"unitnorm: warning: {w.category.__name__}: {text}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

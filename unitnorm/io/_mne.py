@@ -1,0 +1,111 @@
+"""MNE ``Raw`` objects: SI units per channel (V, T, T/m, ...), read lazily."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import brainunit as u
+import numpy as np
+
+from unitnorm.io._recording import ReadFn, Recording
+from unitnorm.io._units_parse import _DEG_C
+
+__all__ = ["from_mne"]
+
+# FIFF unit codes (mne.io.constants.FIFF.FIFF_UNIT_*) -> the SI unit MNE's get_data() returns.
+_FIFF_UNITS: dict[int, u.Unit] = {
+    -1: u.UNITLESS,  # FIFF_UNIT_NONE (stim, misc counters)
+    0: u.UNITLESS,  # FIFF_UNIT_UNITLESS (fNIRS optical density, ...)
+    1: u.metre,
+    2: u.kilogram,
+    3: u.second,
+    4: u.amp,
+    5: u.kelvin,
+    6: u.molar,  # FIFF_UNIT_MOL: MNE stores fNIRS hbo/hbr in mol/l and names it "M"
+    101: u.hertz,
+    102: u.newton,
+    103: u.pascal,
+    104: u.joule,
+    105: u.watt,
+    106: u.coulomb,
+    107: u.volt,
+    108: u.farad,
+    109: u.ohm,
+    110: u.siemens,
+    111: u.weber,
+    112: u.tesla,
+    113: u.henry,
+    114: _DEG_C,
+    117: u.volt / u.metre**2,
+    118: u.second**2,
+    201: u.tesla / u.metre,
+    202: u.amp * u.metre,
+    203: u.amp / u.metre,
+    204: u.amp / u.metre**2,
+}
+
+
+class MneSource:
+    """Windows of an MNE Raw through ``raw.get_data`` (preloaded or not)."""
+
+    def __init__(self, raw: Any):
+        self.raw = raw
+        self.n_samples = int(raw.n_times)
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[ReadFn]:
+        def read(start: int, stop: int, columns: Sequence[int]) -> np.ndarray:
+            if stop == start:
+                return np.empty((0, len(columns)))
+            block = self.raw.get_data(picks=list(columns), start=start, stop=stop)
+            return np.ascontiguousarray(block.T, dtype=np.float64)
+
+        yield read
+
+
+def from_mne(raw: Any) -> Recording:
+    """Turn an MNE ``Raw`` into a :class:`Recording`, each channel in its SI unit.
+
+    Parameters
+    ----------
+    raw : mne.io.BaseRaw
+        Preloaded or not; samples are read through ``raw.get_data`` when asked.
+
+    Returns
+    -------
+    Recording
+        Channel names from ``raw.ch_names``; units from each channel's FIFF unit
+        code, which is what ``raw.get_data()`` returns: V for EEG/EOG/ECG/EMG/sEEG,
+        T for magnetometers, T/m for gradiometers, dimensionless for stim
+        channels, degC for temperature, mol/l (``M``) for fNIRS hbo/hbr.
+        ``unit_mul`` is display metadata that ``get_data`` does not apply, so it
+        is ignored here too.
+
+    Raises
+    ------
+    TypeError
+        When ``raw`` is not an MNE Raw.
+    ValueError
+        When a channel's unit code has no mapping (the message names the channel;
+        ``raw.pick`` the others first).
+    ImportError
+        When mne is not installed.
+    """
+    try:
+        import mne
+    except ImportError as err:
+        raise ImportError("from_mne needs mne, which is not installed: pip install mne") from err
+    if not isinstance(raw, mne.io.BaseRaw):
+        raise TypeError(f"from_mne expected an mne.io.Raw, got {type(raw).__name__}")
+    units = []
+    for ch in raw.info["chs"]:
+        code = int(ch["unit"])
+        if code not in _FIFF_UNITS:
+            raise ValueError(
+                f"from_mne: channel {ch['ch_name']!r} has FIFF unit code {code}, "
+                "which unitnorm does not map; drop it with raw.pick(...) first"
+            )
+        units.append(_FIFF_UNITS[code])
+    return Recording._from_source(MneSource(raw), list(raw.ch_names), units, float(raw.info["sfreq"]))
