@@ -38,6 +38,8 @@ import math
 import os
 import re
 import tempfile
+import zipfile
+import zlib
 from typing import Any
 
 import brainunit as u
@@ -576,11 +578,17 @@ def load(path: str | os.PathLike[str], *, into: Any = None) -> Any:
     [2000. 4000.] mV
     """
     path = os.fspath(path)
+    with open(path, "rb") as file:
+        root = _read_file(file, path)
+    if into is None:
+        return root
+    return _load_into(into, root, path)
+
+
+def _read_file(file: Any, path: str) -> Any:
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as err:
-        if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise
+        archive = np.load(file, allow_pickle=False)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as err:
         raise ValueError(f"load: {path} is not a unitnorm checkpoint (.npz): {err}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(
@@ -588,14 +596,13 @@ def load(path: str | os.PathLike[str], *, into: Any = None) -> Any:
         )
     with archive:
         try:
-            root = _read(archive, path)
+            return _read(archive, path)
         except _Error as err:
             raise ValueError(f"load: {path}: {err}") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            raise ValueError(f"load: {path} is a corrupt checkpoint: {err}") from None
         except RecursionError:
             raise ValueError(f"load: {path}: the structure is nested too deeply to be a checkpoint") from None
-    if into is None:
-        return root
-    return _load_into(into, root, path)
 
 
 def _read(archive: Any, path: str) -> Any:
