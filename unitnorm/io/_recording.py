@@ -88,6 +88,9 @@ def factor(unit: u.Unit, target: u.Unit) -> float:
     """Return the number ``f`` with ``1 unit == f target`` (same dimension assumed)."""
     if unit == target and str(unit) == str(target):
         return 1.0
+    if unit.base == target.base == 10:
+        # exact powers of ten (1 mV is 1000.0 uV, not 1000.0000000000001)
+        return float(unit.factor) / float(target.factor) * 10.0 ** (unit.scale - target.scale)
     return float(np.asarray(u.Quantity(1.0, unit=unit).to_decimal(target)))
 
 
@@ -344,8 +347,8 @@ class Recording:
         >>> rec = Recording(np.ones((4, 3)), 100., channel_names=["a", "b", "c"],
         ...                 channel_units=["uV", "fT", "mV"])
         >>> volts = rec.select(u.uvolt)
-        >>> print(volts.channel_names, volts.data.unit, volts.data.mantissa[0])
-        ('a', 'c') uV [   1. 1000.]
+        >>> print(volts.channel_names, volts.data.unit, volts.data.mantissa[0].tolist())
+        ('a', 'c') uV [1.0, 1000.0]
         """
         if isinstance(unit, u.Quantity):
             unit = unit.unit
@@ -396,8 +399,11 @@ class Recording:
 
         The channels must share a dimension (see :attr:`data`).
         """
+        return self._joined(start, stop, "Recording.read")
+
+    def _joined(self, start: int, stop: int | None, what: str) -> Any:
         start, stop = self._window(start, stop)
-        target, conv = common_unit(self._names, self._units, "Recording.read")
+        target, conv = common_unit(self._names, self._units, what)
         with self._reader() as read:
             block = read(start, stop)
         if np.any(conv != 1.0):
@@ -414,7 +420,7 @@ class Recording:
         listing the groups; use :meth:`select` to pick one. Dimensionless channels
         give a plain array.
         """
-        return self.read(0, None)
+        return self._joined(0, None, "Recording.data")
 
     def mantissa(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Read samples ``start:stop`` as float64 mantissas, each channel in its own unit."""

@@ -328,7 +328,7 @@ def robust_stats(recording: Recording, *, progress: bool | None = None) -> Robus
     --------
     >>> import brainunit as u, numpy as np
     >>> from unitnorm.io import Recording, robust_stats
-    >>> rec = Recording(np.array([1., 2., 3., 4., 100.]) * u.uV, 10.)
+    >>> rec = Recording(np.array([1., 2., 3., 4., 100.]) * u.uvolt, 10.)
     >>> r = robust_stats(rec)
     >>> print(r.median, r.mad)
     [3.] uV [1.] uV
@@ -425,8 +425,8 @@ def normalize_recording(
     >>> from unitnorm.io import Recording, normalize_recording
     >>> x = np.array([[1., 10.], [2., 10.], [3., 10.]])
     >>> z, stats = normalize_recording(Recording(x * u.mV, 1000.))
-    >>> print(z.round(4).tolist())
-    [[-1.2247, 0.0], [0.0, 0.0], [1.2247, 0.0]]
+    >>> print(z.dtype, np.round(z.astype(float), 4).tolist())
+    float32 [[-1.2247, 0.0], [0.0, 0.0], [1.2247, 0.0]]
     """
     rec = _check_rec(recording, "normalize_recording")
     step = chunk_size(rec, chunk_seconds, chunk_samples)

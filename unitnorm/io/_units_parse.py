@@ -118,9 +118,10 @@ _NOT_A_UNIT = {"n/a", "na", "n.a.", "none", "null", "unknown", "?", "-"}
 _SUPERSCRIPTS = str.maketrans(
     "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079", "-0123456789"
 )
-_FACTOR = re.compile(
-    r"^(?P<name>[^\^\d\u207b\u2070\u00b9\u00b2\u00b3\u2074-\u2079+-]+)"
-    r"(?:\^(?P<exp>[+-]?\d+)|(?P<sup>\u207b?[\u2070\u00b9\u00b2\u00b3\u2074-\u2079]+))?$"
+_SUP = "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+_TOKEN = re.compile(
+    rf"\s*(?:(?P<open>\()|(?P<close>\))|(?P<div>/)|(?P<mul>[*\u00b7\u22c5\u00d7])"
+    rf"|\^(?P<exp>[+-]?\d+)|(?P<sup>[{_SUP}]+)|(?P<name>[^\s()/*\u00b7\u22c5\u00d7^{_SUP}]+))"
 )
 _HELP = (
     "expected e.g. 'uV', 'µV', 'mV', 'V', 'volts', 'nA', 'pA', 'T', 'fT', 'T/m', 'fT/cm', 'degC', '%' "
@@ -200,24 +201,76 @@ def _describe(spelled: str) -> str:
     return spelled  # pragma: no cover - every candidate is a prefix plus a symbol
 
 
-def _product(part: str, text: str) -> u.Unit:
-    unit = u.UNITLESS
-    factors = [f for f in re.split(r"\s*[*\u00b7\u22c5\u00d7]\s*|\s+", part.strip()) if f]
-    if not factors:
-        raise ValueError(f"unknown unit {text!r}: empty factor; {_HELP}")
-    for factor in factors:
-        if factor == "1":
-            continue
-        match = _FACTOR.match(factor)
+def _tokens(s: str, text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    s = s.replace("**", "^")
+    while pos < len(s):
+        if s[pos:].isspace():
+            break
+        match = _TOKEN.match(s, pos)
         if match is None:
-            raise ValueError(f"unknown unit {text!r}: cannot read {factor!r}; {_HELP}")
-        base = _name(match["name"], text)
-        exp = match["exp"] or (match["sup"] or "1").translate(_SUPERSCRIPTS)
-        power = int(exp)
-        if power == 0:
-            raise ValueError(f"unknown unit {text!r}: exponent 0 in {factor!r}")
-        unit = unit * base**power if power != 1 else unit * base
-    return unit
+            raise ValueError(f"unknown unit {text!r}: cannot read {s[pos:].strip()!r}; {_HELP}")
+        kind = match.lastgroup
+        out.append((kind, match[kind]))
+        pos = match.end()
+    return out
+
+
+class _Grammar:
+    """Parse ``quotient := product ('/' product)*``.
+
+    ``product := power ([*] power)*`` and ``power := (name | '(' quotient ')') [^int]``,
+    so '/' divides by everything up to the next '/': ``'J/kg K'`` is ``J / (kg K)``.
+    """
+
+    def __init__(self, tokens: list[tuple[str, str]], text: str):
+        self.tokens, self.pos, self.text = tokens, 0, text
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos][0] if self.pos < len(self.tokens) else None
+
+    def fail(self, why: str) -> ValueError:
+        return ValueError(f"unknown unit {self.text!r}: {why}; {_HELP}")
+
+    def quotient(self) -> u.Unit:
+        unit = self.product()
+        while self.peek() == "div":
+            self.pos += 1
+            unit = unit / self.product()
+        return unit
+
+    def product(self) -> u.Unit:
+        unit = self.power()
+        while self.peek() in ("mul", "name", "open"):
+            if self.peek() == "mul":
+                self.pos += 1
+            unit = unit * self.power()
+        return unit
+
+    def power(self) -> u.Unit:
+        kind = self.peek()
+        if kind == "name":
+            name = self.tokens[self.pos][1]
+            self.pos += 1
+            base = u.UNITLESS if name == "1" else _name(name, self.text)
+        elif kind == "open":
+            self.pos += 1
+            base = self.quotient()
+            if self.peek() != "close":
+                raise self.fail("a '(' is not closed")
+            self.pos += 1
+        else:
+            raise self.fail(
+                "a unit is missing" if kind is None else f"unexpected {self.tokens[self.pos][1]!r}"
+            )
+        kind = self.peek()
+        if kind in ("exp", "sup"):
+            power = int(self.tokens[self.pos][1].translate(_SUPERSCRIPTS))
+            self.pos += 1
+            if power == 0:
+                raise self.fail("exponent 0")
+            return base**power
+        return base
 
 
 def parse_unit(text: str) -> u.Unit:
@@ -294,8 +347,8 @@ def parse_unit(text: str) -> u.Unit:
         )
     if s in _SPECIAL:
         return _SPECIAL[s]
-    parts = s.replace("**", "^").split("/")
-    unit = _product(parts[0], text)
-    for part in parts[1:]:
-        unit = unit / _product(part, text)
+    grammar = _Grammar(_tokens(s, text), text)
+    unit = grammar.quotient()
+    if grammar.peek() is not None:
+        raise grammar.fail(f"unexpected {grammar.tokens[grammar.pos][1]!r}")
     return unit
