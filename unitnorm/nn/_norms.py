@@ -72,7 +72,14 @@ class _SampleNorm(Module):
     def _axes(self, axes: Any, what: str) -> tuple[int, ...]:
         """Check ``axes`` against ``in_size``; return them as non-negative positions in it."""
         who = type(self).__name__
-        seq = (axes,) if isinstance(axes, int) else tuple(axes)
+        if isinstance(axes, int):
+            seq = (axes,)
+        elif isinstance(axes, Sequence) and not isinstance(axes, str):
+            seq = tuple(axes)
+        else:
+            raise TypeError(
+                f"{who}: {what} must be an int or a sequence of ints, got {type(axes).__name__} {axes!r}"
+            )
         try:
             out = functional.canonical_axes(seq, len(self.in_size), what)
         except ValueError as err:
