@@ -1,0 +1,292 @@
+"""The documentation site and the notebooks: built, documented, executed.
+
+Fast (default run): every public name is documented in the API pages (a Sphinx
+build with the ``dummy`` builder, notebooks not executed), every public module's
+page has examples, the narrative pages' examples pass, and the notebooks are
+stored without outputs.
+
+Slow (CI, ``-m slow``): the notebooks run top to bottom with nbclient in under
+five minutes; ``sphinx-build -W -b html`` and ``sphinx-build -W -b doctest``
+pass, the doctest builder ran examples on every public module's page, and the
+rendered notebook pages show their plots.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import inspect
+import json
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NARRATIVE = sorted(p for p in DOCS.glob("*.rst")) + [
+    DOCS / "api" / "index.rst",
+    DOCS / "tutorials" / "index.rst",
+]
+# Sphinx's doctest builder compares with these flags (its default), so the fast check does too.
+DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.IGNORE_EXCEPTION_DETAIL | doctest.DONT_ACCEPT_TRUE_FOR_1
+
+
+def _needs_sphinx() -> None:
+    pytest.importorskip("sphinx", reason="the docs extra is not installed (pip install -e '.[docs]')")
+    pytest.importorskip("myst_nb", reason="the docs extra is not installed (pip install -e '.[docs]')")
+
+
+def _env(execution: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["UNITNORM_DOCS_NB_EXECUTION"] = execution
+    env.pop("UNITNORM_DOCS_INTERSPHINX", None)  # offline
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
+# ----------------------------------------------------------------------------
+# what must be documented, worked out here independently of docs/_ext
+
+
+def _public_objects() -> dict[str, object]:
+    """Every public name: ``unitnorm.__all__`` and the ``__all__`` of every public submodule.
+
+    Keys are the documented names the object may appear under; a name a submodule
+    shares with the package root (``unitnorm.nn.BatchNorm1d`` is ``unitnorm.BatchNorm1d``)
+    may be documented under the root name.
+    """
+    import unitnorm
+
+    wanted: dict[str, object] = {f"unitnorm.{n}": getattr(unitnorm, n) for n in unitnorm.__all__}
+    modules = {m.__name__ for m in wanted.values() if isinstance(m, types.ModuleType)}
+    modules |= {
+        f"unitnorm.{info.name}"
+        for info in pkgutil.iter_modules(unitnorm.__path__)
+        if not info.name.startswith("_")
+    }
+    for name in sorted(modules):
+        module = importlib.import_module(name)
+        for attr in getattr(module, "__all__", []):
+            wanted[f"{name}.{attr}"] = getattr(module, attr)
+    return wanted
+
+
+_BUILD_SCRIPT = r"""
+import json, sys
+from docutils import nodes
+from sphinx.application import Sphinx
+
+src, out = sys.argv[1], sys.argv[2]
+app = Sphinx(src, src, out + "/dummy", out + "/doctrees", "dummy", status=None, warningiserror=True)
+app.build()
+py = app.env.domains["py"]
+blocks = {
+    d: sum(1 for _ in app.env.get_doctree(d).findall(nodes.doctest_block)) for d in sorted(app.env.found_docs)
+}
+objects = {name: entry.objtype for name, entry in py.objects.items()}
+report = {"status": app.statuscode, "objects": objects, "modules": sorted(py.modules), "blocks": blocks}
+print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def dummy_build(tmp_path_factory):
+    """Read the whole site (notebooks rendered, not executed) and report what it documents."""
+    _needs_sphinx()
+    out = tmp_path_factory.mktemp("docs")
+    proc = subprocess.run(
+        [sys.executable, "-c", _BUILD_SCRIPT, str(DOCS), str(out)],
+        capture_output=True,
+        text=True,
+        env=_env("off"),
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"the docs did not build:\n{proc.stderr[-4000:]}"
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["status"] == 0, proc.stderr[-4000:]
+    return report
+
+
+def test_every_public_name_is_documented(dummy_build):
+    import unitnorm
+
+    documented = set(dummy_build["objects"]) | set(dummy_build["modules"])
+    root_names = {id(getattr(unitnorm, n)): f"unitnorm.{n}" for n in unitnorm.__all__}
+    missing = []
+    for name, obj in _public_objects().items():
+        if name in documented or root_names.get(id(obj)) in documented:
+            continue
+        missing.append(name)
+    assert not missing, f"public names missing from the API pages: {missing}"
+    # sanity: the check can see the core names
+    assert "unitnorm.BatchNorm1d" in documented and "unitnorm.functional.batch_norm" in documented
+
+
+def test_public_objects_have_docstrings():
+    empty = [
+        name
+        for name, obj in _public_objects().items()
+        if (inspect.isclass(obj) or inspect.isroutine(obj) or isinstance(obj, types.ModuleType))
+        and not (inspect.getdoc(obj) or "").strip()
+    ]
+    assert not empty, f"public objects without a docstring: {empty}"
+
+
+def test_every_public_module_page_has_examples(dummy_build):
+    pages = {d: n for d, n in dummy_build["blocks"].items() if d.startswith("api/unitnorm")}
+    modules = {f"api/{m}" for m in dummy_build["modules"]}
+    assert "api/unitnorm" in pages and "api/unitnorm.functional" in pages and "api/unitnorm.init" in pages
+    assert modules <= set(pages) | {"api/index"}, f"modules without a page: {sorted(modules - set(pages))}"
+    assert all(n > 0 for n in pages.values()), f"API pages without >>> examples: {pages}"
+
+
+def test_no_page_is_empty_and_optional_pages_are_listed(dummy_build):
+    docs = set(dummy_build["blocks"])
+    expected = {"index", "getting_started", "units", "coming_from", "tutorials/index", "api/index"}
+    expected |= {f"tutorials/{p.stem}" for p in NOTEBOOKS}
+    expected |= {p for p in ("training", "performance") if any(DOCS.glob(f"{p}.*"))}
+    assert expected <= docs, f"pages missing from the site: {sorted(expected - docs)}"
+    for page in ("index", "getting_started", "units", "coming_from"):
+        assert dummy_build["blocks"][page] > 0, f"{page} has no runnable example"
+
+
+@pytest.mark.parametrize("page", NARRATIVE, ids=lambda p: str(p.relative_to(DOCS)))
+def test_narrative_examples_pass(page):
+    """The hand-written pages' examples, run as the doctest builder runs them (one namespace per page)."""
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(page.read_text(), {}, page.name, str(page), 0)
+    runner = doctest.DocTestRunner(optionflags=DOCTEST_FLAGS)
+    runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {page.name}"
+    if page.parent == DOCS and page.stem != "index":
+        assert result.attempted > 5, f"{page.name} should demonstrate what it says"
+
+
+def test_epsilon_example_shows_the_pitfall():
+    """The units page's worked example: V and mV differ with a float epsilon, agree with either fix."""
+    text = (DOCS / "units.rst").read_text()
+    assert "[-1.413, 0.0, 0.0, 1.413]" in text and "[-0.032, 0.0, 0.0, 0.032]" in text
+    assert "in_unit=u.mV" in text and "epsilon=eps" in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_stored_without_outputs(path):
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, f"{path.name} has no code"
+    assert all(c.outputs == [] and c.execution_count is None for c in code), f"{path.name} has outputs"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+def test_three_notebooks_exist():
+    assert [p.name for p in NOTEBOOKS][:3] == [
+        "01_quickstart.ipynb",
+        "02_recordings.ipynb",
+        "03_training.ipynb",
+    ]
+
+
+# ----------------------------------------------------------------------------
+# slow: execute the notebooks, build the site
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # jupyter_client / zmq internals
+def test_notebooks_execute_in_under_five_minutes():
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    start = time.monotonic()
+    images = {}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        client = nbclient.NotebookClient(
+            nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        )
+        client.execute()  # raises CellExecutionError naming the cell on any error
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"]
+        images[path.name] = sum(1 for o in outputs if "image/png" in o.get("data", {}))
+    elapsed = time.monotonic() - start
+    assert elapsed < 300, f"the notebooks took {elapsed:.0f} s, more than 5 minutes"
+    assert all(n >= 1 for n in images.values()), images
+    assert images["02_recordings.ipynb"] >= 3 and images["03_training.ipynb"] >= 2, images
+
+
+def _sphinx(builder: str, out: Path) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-W",
+        "-b",
+        builder,
+        "-d",
+        str(out / "doctrees"),
+        "-D",
+        f"nb_execution_cache_path={out / 'jupyter_cache'}",
+        str(DOCS),
+        str(out / builder),
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env("cache"), cwd=ROOT, timeout=900)
+
+
+def _doctest_counts(output: str) -> dict[str, int]:
+    """Examples run per document, from the doctest builder's output.txt."""
+    counts = {}
+    for match in re.finditer(
+        r"^Document: (\S+)\n-+\n(.*?)(?=^Document: |^Doctest summary)", output, re.M | re.S
+    ):
+        tried = re.search(r"^(\d+) tests? in \d+ items?\.$", match.group(2), re.M)
+        counts[match.group(1)] = int(tried.group(1)) if tried else 0
+    return counts
+
+
+@pytest.mark.slow
+def test_sphinx_html_and_doctest_builds(tmp_path):
+    _needs_sphinx()
+    html = _sphinx("html", tmp_path)
+    assert html.returncode == 0, (
+        f"sphinx-build -W -b html failed:\n{html.stdout[-3000:]}\n{html.stderr[-5000:]}"
+    )
+    dt = _sphinx("doctest", tmp_path)
+    output = (tmp_path / "doctest" / "output.txt").read_text()
+    assert dt.returncode == 0, f"sphinx-build -W -b doctest failed:\n{output[-5000:]}\n{dt.stderr[-3000:]}"
+    assert re.search(r"^\s+0 failures in tests$", output, re.M), output[-2000:]
+
+    counts = _doctest_counts(output)
+    modules = [p.stem for p in (DOCS / "api").glob("unitnorm*.rst")]
+    assert {"unitnorm", "unitnorm.functional", "unitnorm.init"} <= set(modules)
+    for module in modules:
+        assert counts.get(f"api/{module}", 0) > 0, (
+            f"the doctest builder ran no example for {module}: {counts}"
+        )
+    for page in ("index", "getting_started", "units", "coming_from"):
+        assert counts.get(page, 0) > 0, f"the doctest builder ran no example on {page}"
+
+    # the rendered notebook pages show their plots, and the images exist
+    site = tmp_path / "html"
+    for nb in NOTEBOOKS:
+        page = (site / "tutorials" / f"{nb.stem}.html").read_text()
+        srcs = re.findall(r'<img[^>]+src="([^"]+\.png)"', page)
+        assert srcs, f"{nb.stem}.html shows no plot"
+        for src in srcs:
+            assert (site / "tutorials" / src).resolve().is_file(), src
+        assert "Traceback" not in page
+    # no empty pages: every page has more than its title
+    for page in site.rglob("*.html"):
+        if page.parent.name in {"_modules", "_static"} or page.name in {"search.html", "genindex.html"}:
+            continue
+        body = re.sub(r"<[^>]+>", " ", page.read_text().split('<article role="main"', 1)[-1])
+        assert len(body.split()) > 40, f"{page.relative_to(site)} is nearly empty"
