@@ -288,6 +288,14 @@ class LayerNorm(_WeightNorm):
     get the same output for data written in V and in mV. There are no running
     statistics and no train/eval difference.
 
+    Input shape and axes: the input has shape ``in_size`` or
+    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
+    flax: negative axes count from the end and mean the same with or without
+    the batch axis, which is never reduced. A layer given any non-negative
+    axis accepts only input of shape exactly ``in_size`` (include the batch
+    axis in ``in_size`` if there is one), since a leading batch axis would
+    shift what those axes name.
+
     Examples
     --------
     The brainstate example runs unchanged:
@@ -405,6 +413,14 @@ class RMSNorm(_SampleNorm):
     and ``epsilon`` are in unit(x)**2; ``scale`` sets the output unit. There is
     no bias. The result is invariant under ``a * x`` (``a > 0``, epsilon scaled
     by ``a**2``) but not under an offset.
+
+    Input shape and axes: the input has shape ``in_size`` or
+    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
+    flax: negative axes count from the end and mean the same with or without
+    the batch axis, which is never reduced. A layer given any non-negative
+    axis accepts only input of shape exactly ``in_size`` (include the batch
+    axis in ``in_size`` if there is one), since a leading batch axis would
+    shift what those axes name.
 
     Examples
     --------
@@ -529,6 +545,17 @@ class GroupNorm(_WeightNorm):
     the output unit and ``bias`` has the same dimension. ``num_groups=1`` is
     :class:`LayerNorm` over the whole sample; ``num_groups=channels`` is
     :class:`InstanceNorm`.
+    Explicit ``reduction_axes`` that leave out a sample axis are honoured
+    exactly (flax.nnx 0.12 and brainstate 0.5 repeat the group statistics
+    along axis 1, which is right only when every non-batch axis is reduced).
+
+    Input shape and axes: the input has shape ``in_size`` or
+    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
+    flax: negative axes count from the end and mean the same with or without
+    the batch axis, which is never reduced. A layer given any non-negative
+    axis accepts only input of shape exactly ``in_size`` (include the batch
+    axis in ``in_size`` if there is one), since a leading batch axis would
+    shift what those axes name.
 
     Examples
     --------
@@ -673,6 +700,14 @@ class InstanceNorm(_WeightNorm):
     ``(x - mean) / sqrt(var + epsilon)`` is dimensionless; ``mean`` has
     unit(x), ``var`` and ``epsilon`` unit(x)**2; ``scale`` sets the output
     unit and ``bias`` has the same dimension.
+
+    Input shape and axes: the input has shape ``in_size`` or
+    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
+    flax: negative axes count from the end and mean the same with or without
+    the batch axis, which is never reduced. A layer given any non-negative
+    axis accepts only input of shape exactly ``in_size`` (include the batch
+    axis in ``in_size`` if there is one), since a leading batch axis would
+    shift what those axes name.
 
     Examples
     --------
