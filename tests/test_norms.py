@@ -750,3 +750,62 @@ def test_error_messages_are_sentences():
         r"GroupNorm: the channel count must divide by num_groups; got channels=10, num_groups=4",
         str(info.value),
     )
+
+
+# ----------------------------------------------------------------------------
+# four devices (slow: a child process with 4 host CPU devices)
+
+_CHILD = r"""
+import jax, jax.numpy as jnp, numpy as np, brainunit as u
+from jax.sharding import NamedSharding, PartitionSpec as P
+import unitnorm as un
+from unitnorm import functional as F
+from tests.test_norms import np_layer_norm, np_rms_norm, np_group_norm, rand
+
+assert jax.device_count() == 4
+mesh = jax.make_mesh((4,), ("b",), axis_types=(jax.sharding.AxisType.Auto,))
+x = rand(4, 3, 2, 6, loc=-65.0, scale=3.0)  # (device, rows, local batch, channels)
+mask = np.random.default_rng(1).random(x.shape) > 0.3
+mask[..., 0] = True
+mask[1, :, :, :4] = False  # devices hold different numbers of valid elements
+put = lambda a: jax.device_put(a, NamedSharding(mesh, P("b")))
+
+def run(fn):
+    f = jax.shard_map(lambda v, k: fn(v[0] * u.mV, k[0])[None], mesh=mesh, in_specs=(P("b"), P("b")),
+                      out_specs=P("b"))
+    return np.asarray(jax.jit(f)(put(x), put(mask)))
+
+tol = dict(rtol=1e-4, atol=1e-4)
+eps = 1e-3 * u.mV**2
+np.testing.assert_allclose(run(lambda v, k: F.layer_norm(v, mask=k, axis_name="b", epsilon=eps,
+                                                         reduction_axes=(-2, -1))),
+                           np_layer_norm(x, (0, 2, 3), mask=mask, eps=1e-3), **tol)
+np.testing.assert_allclose(run(lambda v, k: F.rms_norm(v, mask=k, axis_name="b", epsilon=eps,
+                                                       reduction_axes=(-2, -1))),
+                           np_rms_norm(x, (0, 2, 3), mask=mask, eps=1e-3), **tol)
+np.testing.assert_allclose(
+    run(lambda v, k: F.group_norm(v, num_groups=2, reduction_axes=(1, 2), mask=k, axis_name="b",
+                                  epsilon=eps)),
+    np_group_norm(x, 2, raxes=(0, 2, 3), mask=mask, eps=1e-3), **tol)
+layer = un.LayerNorm((2, 6), (-2, -1), axis_name="b", epsilon=eps)
+np.testing.assert_allclose(run(lambda v, k: layer(v, mask=k)),
+                           np_layer_norm(x, (0, 2, 3), mask=mask, eps=1e-3), **tol)
+print("four-device checks passed")
+"""
+
+
+@pytest.mark.slow
+def test_shard_map_on_four_devices_equals_full_reduction():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD], env=env, cwd=root, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "four-device checks passed" in proc.stdout
