@@ -41,7 +41,8 @@ class ArraySource:
             block = self.mantissa[start:stop]
             if list(columns) != list(range(self.mantissa.shape[1])):
                 block = block[:, list(columns)]
-            return np.asarray(block, dtype=np.float64)
+            # a fresh array: callers may work in place, the caller's data must not change
+            return np.array(block, dtype=np.float64, copy=True)
 
         yield read
 
@@ -149,9 +150,10 @@ class Recording:
 
     Notes
     -----
-    The samples are kept as float64 mantissas in each channel's own unit; a
-    channel in µV and one in mV stay so until :attr:`data` or :meth:`select`
-    converts them to one unit.
+    Samples stay in each channel's own unit; a channel in µV and one in mV stay
+    so until :attr:`data` or :meth:`select` converts them to one unit. An array
+    given here is kept, not copied (reads return new float64 arrays and never
+    write to it), so do not modify it while the recording is in use.
 
     Examples
     --------

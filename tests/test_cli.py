@@ -1,0 +1,324 @@
+"""The ``unitnorm`` command, run for real: ``python -m unitnorm normalize ...`` and ``demo``.
+
+Every invocation is a subprocess of ``sys.executable -m unitnorm``. They are started together
+once per module (a thread pool) because each one pays for importing jax; every test then
+checks its own invocation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unitnorm as un
+from unitnorm import io
+from unitnorm.__main__ import main
+
+pyedflib = pytest.importorskip("pyedflib")
+pynwb = pytest.importorskip("pynwb")
+pytest.importorskip("matplotlib")
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = Path(un.__file__).parent / "data" / "test_subsecond_crop.edf"
+BDF = Path(pyedflib.__file__).parent / "tests" / "data" / "test_generator.bdf"
+
+
+def _write_nwb(path: Path) -> None:
+    from pynwb.ecephys import ElectricalSeries
+
+    nwb = pynwb.NWBFile(
+        session_description="cli test",
+        identifier="cli",
+        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    )
+    device = nwb.create_device(name="amp")
+    group = nwb.create_electrode_group(name="g", description="d", location="CA1", device=device)
+    for _ in range(3):
+        nwb.add_electrode(group=group, location="CA1")
+    rng = np.random.default_rng(5)
+    nwb.add_acquisition(
+        ElectricalSeries(
+            name="raw",
+            data=rng.integers(-1000, 1000, size=(2000, 3), dtype=np.int16),
+            electrodes=nwb.create_electrode_table_region([0, 1, 2], "all"),
+            rate=1000.0,
+            conversion=1e-6,
+            offset=2e-3,
+            channel_conversion=[1.0, 3.0, 0.5],
+        )
+    )
+    nwb.add_acquisition(pynwb.TimeSeries(name="temp", data=np.linspace(36, 37, 20), unit="degC", rate=2.0))
+    with pynwb.NWBHDF5IO(str(path), "w") as writer:
+        writer.write(nwb)
+
+
+def _write_unknown_unit_edf(path: Path) -> None:
+    from pyedflib import highlevel
+
+    header = highlevel.make_signal_header(
+        "Cz", dimension="furlongs", sample_frequency=100, physical_min=-10, physical_max=10
+    )
+    highlevel.write_edf(str(path), [np.sin(np.arange(1000) / 10.0)], [header])
+
+
+# Run as real subprocesses: the main job, the demo, and each bad-input case the issue names.
+# {d} is the work folder, {o} the case's own (initially empty) output folder.
+CASES: dict[str, list[str]] = {
+    "zscore": ["normalize", "{d}/eeg.edf", "--out", "{o}/eeg.npz"],
+    "demo": ["demo", "--plot", "{o}/demo.png"],
+    "missing": ["normalize", "{d}/missing.edf", "--out", "{o}/x.npz"],
+    "not_a_recording": ["normalize", "{d}/notes.txt", "--out", "{o}/x.npz"],
+    "corrupt_header": ["normalize", "{d}/corrupt.edf", "--out", "{o}/x.npz"],
+    "unknown_unit": ["normalize", "{d}/unknown_unit.edf", "--out", "{o}/x.npz"],
+    "no_such_channel": ["normalize", "{d}/eeg.edf", "--channels", "Cz", "--out", "{o}/x.npz"],
+}
+# The same checks in process (main(argv)), to keep the suite fast: each subprocess imports jax.
+IN_PROCESS: dict[str, list[str]] = {
+    "robust": [
+        "normalize",
+        "{d}/eeg.edf",
+        "--out",
+        "{o}/eeg.npz",
+        "--method",
+        "robust",
+        "--chunk-seconds",
+        "7",
+    ],
+    "chunked": ["normalize", "{d}/eeg.edf", "--out", "{o}/eeg.npz", "--chunk-seconds", "0.5"],
+    "nwb": ["normalize", "{d}/session.nwb", "--name", "raw", "--channels", "0,2", "--out", "{o}/nwb.npz"],
+    "bdf": ["normalize", str(BDF), "--channels", "sine 5Hz", "--out", "{o}/bdf.npz"],
+    "truncated": ["normalize", "{d}/truncated.edf", "--out", "{o}/x.npz"],
+    "mixed_rates": ["normalize", str(BDF), "--out", "{o}/x.npz"],
+    "nwb_needs_name": ["normalize", "{d}/session.nwb", "--out", "{o}/x.npz"],
+    "overwrite_input": ["normalize", "{d}/victim.edf", "--out", "{d}/victim.edf"],
+    "no_out_folder": ["normalize", "{d}/eeg.edf", "--out", "{o}/no/such/folder/x.npz"],
+    "bad_chunk": ["normalize", "{d}/eeg.edf", "--out", "{o}/x.npz", "--chunk-seconds", "-2"],
+}
+
+
+class _Done:
+    """What a run left: exit status, stdout, stderr (like CompletedProcess)."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cli")
+    (work / "eeg.edf").write_bytes(BUNDLED.read_bytes())
+    (work / "victim.edf").write_bytes(BUNDLED.read_bytes())
+    (work / "notes.txt").write_text("hello, these are my notes, not a recording\n")
+    raw = BUNDLED.read_bytes()
+    (work / "corrupt.edf").write_bytes(raw[:8] + b"\x00\xff" * 380 + raw[768:])  # EDF magic, garbage header
+    (work / "truncated.edf").write_bytes(raw[: 768 + 296 * 10 + 100])  # header claims 120 records
+    _write_unknown_unit_edf(work / "unknown_unit.edf")
+    _write_nwb(work / "session.nwb")
+
+    def run(name):
+        out = work / f"out_{name}"
+        out.mkdir()
+        args = [a.format(d=work, o=out) for a in CASES[name]]
+        proc = subprocess.run(
+            [sys.executable, "-m", "unitnorm", *args], capture_output=True, text=True, cwd=work, timeout=300
+        )
+        return name, (proc, out)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(pool.map(run, CASES))
+    results["work"] = work
+    return results
+
+
+@pytest.fixture
+def run_main(runs, tmp_path, capsys):
+    """Run ``main(argv)`` in this process for an IN_PROCESS case."""
+
+    def run(name):
+        out = tmp_path / f"out_{name}"
+        out.mkdir()
+        capsys.readouterr()
+        status = main([a.format(d=runs["work"], o=out) for a in IN_PROCESS[name]])
+        captured = capsys.readouterr()
+        return _Done(status, captured.out, captured.err), out
+
+    return run
+
+
+# ---------------------------------------------------------------------------- success
+
+
+def test_normalize_edf(runs):
+    proc, out = runs["zscore"]
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    rec = io.read_edf(BUNDLED)
+    z, stats = io.normalize_recording(rec)
+    with np.load(out / "eeg.npz", allow_pickle=False) as npz:
+        np.testing.assert_allclose(npz["data"], z, atol=1e-6)
+        assert npz["data"].shape == (15360, 1)
+        assert npz["channel_names"].tolist() == ["Fp1"]
+        assert npz["mean_unit"].tolist() == ["uV"] and npz["std_unit"].tolist() == ["uV"]
+        np.testing.assert_allclose(npz["mean"], stats.mean_mantissa, rtol=1e-12)
+        np.testing.assert_allclose(npz["std"], stats.std_mantissa, rtol=1e-12)
+    # the printed table names the channel and the units
+    with pyedflib.EdfReader(str(BUNDLED)) as f:
+        values = f.readSignal(0)
+    assert f"Fp1      {values.mean():.4g} uV  {values.std():.4g} uV" in proc.stdout
+    assert [p.name for p in out.iterdir()] == ["eeg.npz"]
+
+
+def test_normalize_robust_and_chunks(runs, run_main):
+    proc, out = run_main("robust")
+    assert proc.returncode == 0, proc.stderr
+    loaded = io.load_normalized(out / "eeg.npz")
+    rec = io.read_edf(BUNDLED)
+    z, robust = io.normalize_recording(rec, method="robust")
+    np.testing.assert_allclose(loaded["data"], z, atol=1e-6)
+    assert float(loaded["mad"][0].mantissa) == pytest.approx(float(robust.mad_mantissa[0]), rel=1e-12)
+    assert "median" in proc.stdout and "MAD" in proc.stdout
+    proc_c, out_c = run_main("chunked")
+    proc_z, out_z = runs["zscore"]
+    assert proc_c.returncode == 0, proc_c.stderr
+    with (
+        np.load(out_c / "eeg.npz", allow_pickle=False) as a,
+        np.load(out_z / "eeg.npz", allow_pickle=False) as b,
+    ):
+        np.testing.assert_allclose(a["data"], b["data"], atol=1e-6)
+
+
+def test_normalize_nwb_with_channels(runs, run_main):
+    proc, out = run_main("nwb")
+    assert proc.returncode == 0, proc.stderr
+    with pynwb.NWBHDF5IO(str(runs["work"] / "session.nwb"), "r") as reader:
+        volts = reader.read().acquisition["raw"].get_data_in_units()[:, [0, 2]]
+    with np.load(out / "nwb.npz", allow_pickle=False) as npz:
+        assert npz["channel_names"].tolist() == ["0", "2"]
+        assert npz["mean_unit"].tolist() == ["V", "V"]
+        np.testing.assert_allclose(npz["mean"], volts.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(npz["data"], (volts - volts.mean(0)) / volts.std(0), atol=1e-6)
+
+
+def test_normalize_bdf_channel(run_main):
+    proc, out = run_main("bdf")
+    assert proc.returncode == 0, proc.stderr
+    with pyedflib.EdfReader(str(BDF)) as f:
+        values = f.readSignal(0)
+    with np.load(out / "bdf.npz", allow_pickle=False) as npz:
+        assert npz["channel_names"].tolist() == ["sine 5Hz"]
+        np.testing.assert_allclose(npz["data"][:, 0], (values - values.mean()) / values.std(), atol=1e-5)
+
+
+def test_demo(runs):
+    proc, out = runs["demo"]
+    assert proc.returncode == 0, proc.stderr
+    with pyedflib.EdfReader(str(BUNDLED)) as f:
+        values = f.readSignal(0)
+    assert "Recording(1 channel: Fp1 [uV]; 15360 samples at 128 Hz, 120 s)" in proc.stdout
+    assert f"Fp1      {values.mean():.4g} uV  {values.std():.4g} uV" in proc.stdout
+    assert "the same EEG converted to volts gives the same z-scores" in proc.stdout
+    png = out / "demo.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    image = matplotlib.image.imread(png)
+    assert image.shape[:2] == (500, 900)
+    assert [p.name for p in out.iterdir()] == ["demo.png"]
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def _check_refused(proc, out, match):
+    import re
+
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("unitnorm: error: ")
+    assert "Traceback" not in proc.stderr
+    assert re.search(match, lines[0]), lines[0]
+    assert list(out.iterdir()) == []  # no output, no temporary file
+    assert "wrote" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("missing", r"missing\.edf: no such file"),
+        ("not_a_recording", r"notes\.txt: not an EDF, BDF or NWB file \(it starts with b'hello"),
+        ("corrupt_header", r"corrupt\.edf: not a readable EDF/BDF file"),
+        ("unknown_unit", r"unknown_unit\.edf: channel 'Cz': unknown unit 'furlongs'"),
+        ("no_such_channel", r"eeg\.edf: no channel named 'Cz'; the channels are 'Fp1'"),
+    ],
+)
+def test_bad_input_subprocess(runs, case, match):
+    _check_refused(*runs[case], match)
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("truncated", r"truncated\.edf: not a readable EDF/BDF file"),
+        (
+            "mixed_rates",
+            r"test_generator\.bdf: the signals have different sampling rates \(1000 Hz: sine 5Hz",
+        ),
+        ("nwb_needs_name", r"session\.nwb: the NWB file holds several TimeSeries \['raw', 'temp'\]"),
+        ("overwrite_input", r"victim\.edf: the output would overwrite the input"),
+        ("no_out_folder", r"x\.npz: the output folder .* does not exist"),
+        ("bad_chunk", r"--chunk-seconds must be a positive number of seconds, got -2\.0"),
+    ],
+)
+def test_bad_input_in_process(run_main, case, match):
+    _check_refused(*run_main(case), match)
+
+
+def test_overwrite_refusal_keeps_input(runs, run_main):
+    run_main("overwrite_input")
+    assert (runs["work"] / "victim.edf").read_bytes() == BUNDLED.read_bytes()
+    assert not [p for p in runs["work"].iterdir() if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------- argument errors (in process)
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["normalize", "x.edf"], r"unitnorm normalize: error: the following arguments are required: --out"),
+        (["normalize", "x.edf", "--out", "y.npz", "--method", "minmax"], r"invalid choice: 'minmax'"),
+        (["frobnicate"], r"unitnorm: error: argument \{demo,normalize\}: invalid choice: 'frobnicate'"),
+        (["normalize", "x.edf", "--out", "y.npz", "--chunk-seconds", "soon"], r"invalid float value: 'soon'"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv, match):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    import re
+
+    assert re.search(match, err), err
+
+
+def test_main_in_process(tmp_path, capsys):
+    out = tmp_path / "o.npz"
+    assert main(["normalize", str(BUNDLED), "--out", str(out), "--channels", "Fp1"]) == 0
+    assert out.exists()
+    assert main(["normalize", str(tmp_path / "nope.edf"), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip() == f"unitnorm: error: {tmp_path / 'nope.edf'}: no such file"
+
+
+def test_console_script_declared():
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'unitnorm = "unitnorm.__main__:main"' in text
+    assert os.path.exists(REPO / "unitnorm" / "__main__.py")
