@@ -618,3 +618,28 @@ def test_bundled_data_is_packaged():
     note = BUNDLED.with_suffix(".txt").read_text()
     assert "BSD" in note and "pyedflib" in note.lower() and "THIS SOFTWARE IS PROVIDED" in note
     assert os.path.getsize(BUNDLED) == 768 + 120 * 296
+
+
+@pytest.mark.parametrize(
+    ("name", "channels"),
+    [
+        ("test_generator.edf", ["ramp", "sine 8 Hz"]),
+        ("test_subsecond.edf", None),  # EDF+ with a hidden annotation signal
+        ("test_legacy.edf", ["pulse"]),  # plain EDF whose annotation signal pyedflib shows
+        ("test_generator.bdf", ["square 13Hz"]),  # 24-bit samples
+        ("test_generator_datarec_generator_0_5.bdf", ["pink noise"]),  # 0.5 s records
+    ],
+)
+def test_edf_memory_map_equals_pyedflib_reads(monkeypatch, name, channels):
+    from unitnorm.io import _edf
+
+    path = EDF_DATA / name
+    if not path.exists():
+        pytest.skip(f"pyedflib wheel without {name}")
+    fast = io.read_edf(path, channels=channels)
+    assert fast._source.layout is not None  # the memory-mapped path is taken
+    monkeypatch.setattr(_edf.Layout, "of", classmethod(lambda cls, path, reader: None))
+    slow = io.read_edf(path, channels=channels)
+    assert slow._source.layout is None
+    np.testing.assert_array_equal(fast.data.mantissa, slow.data.mantissa)
+    np.testing.assert_array_equal(fast.read(777, 1999).mantissa, slow.read(777, 1999).mantissa)
