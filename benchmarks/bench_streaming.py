@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 BENCHMARK = "streaming"
+# (channels, seconds at 256 Hz, repeats)
+QUICK = (16, 240, 3)  # 2.0 MB
+FULL = (64, 600, 5)  # 19.7 MB
 
 
 def make_edf(path: Path, n_channels: int, seconds: int, rate: int = 256) -> None:
@@ -108,7 +111,7 @@ def unitnorm_write(path: Path, out: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def run(quick: bool) -> list[dict]:
     """Time the four cases; return one dict per case (median seconds, MB/s, ratio to NumPy)."""
-    n_channels, seconds, repeats = (16, 240, 3) if quick else (64, 600, 5)
+    n_channels, seconds, repeats = QUICK if quick else FULL
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.edf"
         make_edf(path, n_channels, seconds)

@@ -336,3 +336,25 @@ def test_callers_array_is_never_modified(tmp_path):
     io.normalize_recording(rec, method="robust")
     io.write_normalized(rec.select(u.volt), tmp_path / "o.npz")
     np.testing.assert_array_equal(x, before)
+
+
+def test_benchmark_smoke(monkeypatch):
+    # the streaming benchmark runs and its cases agree (no timing asserted)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_streaming", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_streaming.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "QUICK", (3, 20, 1))
+    rows = bench.run(quick=True)
+    assert [r["case"] for r in rows] == [
+        "numpy memmap",
+        "numpy pyedflib",
+        "unitnorm channel_stats",
+        "unitnorm write_normalized",
+    ]
+    for r in rows:
+        assert r["mb_per_s"] > 0 and r["input_mb"] == pytest.approx(3 * 20 * 256 * 2 / 1e6, abs=1e-3)
+        assert r["max_rel_diff_mean"] < 1e-10 and r["max_rel_diff_std"] < 1e-10
