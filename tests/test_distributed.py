@@ -473,3 +473,34 @@ def test_random_masks_and_groups_sweep(seed):
                 for d in group:
                     np.testing.assert_allclose(np.asarray(mean)[d], ref_mean, **TOL)
                     np.testing.assert_allclose(np.asarray(var)[d], ref_var, **TOL)
+
+
+@child_only
+@pytest.mark.parametrize("fast", [True, False])
+def test_shard_map_returns_the_layer_replicated(fast):
+    """out_specs=P() for the layer: its running statistics are identical on every device."""
+    m = mesh()
+    x = device_data(seed=15, loc=-65.0, shape=(N_DEV * 6, 3))
+    layer = un.BatchNorm0d(3, in_unit=u.mV, momentum=0.5, axis_name="b", use_fast_variance=fast)
+    # jax cannot prove an all_gather result replicated, so the one-pass path turns the check off
+    f = jax.shard_map(
+        lambda layer, x: (layer(x * u.mV), layer),
+        mesh=m,
+        in_specs=(P(), P("b")),
+        out_specs=(P("b"), P()),
+        check_vma=not fast,
+    )
+    y, new = jax.jit(f)(layer, shard(x, m))
+    single = un.BatchNorm0d(3, in_unit=u.mV, momentum=0.5, use_fast_variance=fast)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(single(x * u.mV)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(value(new.running_mean.value), value(single.running_mean.value), **TOL)
+    np.testing.assert_allclose(value(new.running_var.value), value(single.running_var.value), **TOL)
+
+
+@child_only
+@pytest.mark.slow
+def test_training_page_runs_on_four_devices():
+    from test_training import run_doc_page
+
+    result, report = run_doc_page()
+    assert result.failed == 0, report

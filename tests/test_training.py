@@ -7,6 +7,10 @@ that must reproduce a calibrated reference signal. Gradients flow to the paramet
 forward pass and are checked against a float64 NumPy re-computation.
 """
 
+import doctest
+import re
+from pathlib import Path
+
 import brainunit as u
 import jax
 import jax.numpy as jnp
@@ -150,3 +154,26 @@ def test_eval_after_training_uses_running_stats(trained):
     ref = (x[0] - before) / np.sqrt(np.asarray(norm.running_var.value.mantissa) + 1e-5)
     ref = ref * np.asarray(norm.weight.value["scale"]) + np.asarray(norm.weight.value["bias"])
     np.testing.assert_allclose(np.asarray(z), ref, rtol=1e-4, atol=1e-4)
+
+
+# --- the docs page's examples ------------------------------------------------------------------------
+
+DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+
+
+def run_doc_page(path=DOCS_PAGE):
+    """Run the ```{doctest} blocks of a MyST page in one namespace, as Sphinx's doctest builder does."""
+    blocks = re.findall(r"^```\{doctest\}\n(.*?)^```$", path.read_text(), flags=re.S | re.M)
+    assert blocks, f"no doctest blocks in {path}"
+    test = doctest.DocTestParser().get_doctest("\n".join(blocks), {}, path.name, str(path), 0)
+    flags = doctest.ELLIPSIS | doctest.IGNORE_EXCEPTION_DETAIL | doctest.DONT_ACCEPT_TRUE_FOR_1
+    runner = doctest.DocTestRunner(optionflags=flags)
+    out = []
+    runner.run(test, out=out.append)
+    return runner.summarize(verbose=False), "".join(out)
+
+
+def test_training_page_examples_pass():
+    result, report = run_doc_page()
+    assert result.failed == 0, report
+    assert result.attempted > 30
