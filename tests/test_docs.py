@@ -179,6 +179,27 @@ def test_epsilon_example_shows_the_pitfall():
     assert "in_unit=u.mV" in text and "epsilon=eps" in text
 
 
+def test_optional_pages_enter_the_toctree_only_once_written(tmp_path):
+    """``training`` and ``performance`` are other issues' pages: listed when present, dropped when not."""
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        ext = importlib.import_module("unitnorm_docs")
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    index = (DOCS / "index.rst").read_text()
+    assert re.search(r"^   training$", index, re.M) and re.search(r"^   performance$", index, re.M)
+    app = types.SimpleNamespace(srcdir=str(tmp_path))
+    (tmp_path / "performance.md").write_text("# Performance\n")
+    source = [index]
+    ext._on_source_read(app, "index", source)
+    assert not re.search(r"^   training$", source[0], re.M)
+    assert re.search(r"^   performance$", source[0], re.M)
+    assert re.search(r"^   getting_started$", source[0], re.M)
+    other = ["   training\n"]
+    ext._on_source_read(app, "units", other)  # only the index is edited
+    assert other == ["   training\n"]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_are_stored_without_outputs(path):
     nbformat = pytest.importorskip("nbformat")
