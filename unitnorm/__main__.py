@@ -86,7 +86,10 @@ def normalize_command(args: argparse.Namespace) -> int:
     rows = [["channel", *(k if k != "mad" else "MAD" for k in keys)]]
     rows += [[name, *(_fmt(saved[k][i]) for k in keys)] for i, name in enumerate(saved["channel_names"])]
     print("\n".join(_table(rows)))
-    print(f"wrote {out}: {rec.n_samples} samples x {rec.n_channels} channels, float32, method {args.method}")
+    print(
+        f"wrote {out}: {rec.n_samples} samples x {rec.n_channels} "
+        f"channel{'s' if rec.n_channels != 1 else ''}, float32, method {args.method}"
+    )
     return 0
 
 
@@ -254,6 +257,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``unitnorm`` command; returns the exit status."""
+    for stream in (sys.stdout, sys.stderr):  # channel names from files may not fit the terminal's encoding
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     command = demo if args.command == "demo" else None
     caught: list[warnings.WarningMessage] = []
