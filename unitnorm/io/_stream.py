@@ -495,7 +495,9 @@ def write_normalized(
     rec = _check_rec(recording, "write_normalized")
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a folder; give a file name such as {os.path.join(path, 'out.npz')}")
+        raise IsADirectoryError(
+            f"{path}: is a folder; give a file name such as {os.path.join(path, 'out.npz')}"
+        )
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"{path}: the output folder {directory} does not exist")
