@@ -8,8 +8,10 @@ Build (warnings are errors) and run every ``>>>`` example::
 The notebooks in ``notebooks/`` are copied to ``docs/tutorials/`` and executed
 by myst-nb while the pages are read (``nb_execution_mode = "cache"``: a
 notebook runs again only when its code changes; the cache lives in
-``docs/_build/.jupyter_cache`` and is shared by both builders). Set
-``UNITNORM_DOCS_NB_EXECUTION=off`` to render them without running them.
+``docs/_build/.jupyter_cache`` and is shared by both builders, so delete it —
+or ``docs/_build`` — after changing unitnorm itself; CI builds from scratch).
+Set ``UNITNORM_DOCS_NB_EXECUTION=off`` to render them without running them,
+or ``force`` to run them on every build.
 
 Cross-links to other projects' documentation (intersphinx) need the network,
 so they are off unless ``UNITNORM_DOCS_INTERSPHINX=1``; offline builds then
