@@ -14,6 +14,7 @@ layers, a fixed reference unit).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from functools import partial
@@ -211,6 +212,29 @@ def moments(
     gathered in one collective and combined with Chan's formula, so devices
     with different numbers of valid samples are weighted exactly.
     """
+    mean, var, _ = moments_with_count(
+        m,
+        axes,
+        mask,
+        use_fast_variance=use_fast_variance,
+        axis_name=axis_name,
+        axis_index_groups=axis_index_groups,
+        dtype=dtype,
+    )
+    return mean, var
+
+
+def moments_with_count(
+    m: jax.Array,
+    axes: tuple[int, ...],
+    mask: jax.Array | None = None,
+    *,
+    use_fast_variance: bool = True,
+    axis_name: Any = None,
+    axis_index_groups: Any = None,
+    dtype: Any = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`moments`, plus the number of counted elements (over all devices), broadcastable to the mean."""
     cdt = stats_dtype(m.dtype, dtype)
     rdt = jnp.finfo(cdt).dtype  # real counterpart of a complex dtype
     m = m.astype(cdt)
@@ -229,18 +253,23 @@ def moments(
             s1, count = lax.psum((s1, count), axis_name, axis_index_groups=axis_index_groups)
             safe = jnp.maximum(count, 1)
         mean = s1 / safe
-        m2 = masked_sum(_abs2(m - jnp.expand_dims(mean, axes)))
+        # `m + (-mean)` equals `m - mean` bit for bit; written apart from the normalize step's
+        # `m - mean` so that XLA fuses it into this reduction rather than sharing (and
+        # materializing) one full-size difference between the two.
+        m2 = masked_sum(_abs2(m + (-jnp.expand_dims(mean, axes))))
         if axis_name is not None:
             m2 = lax.psum(m2, axis_name, axis_index_groups=axis_index_groups)
-        return _finish(mean, m2, count)
+        return (*_finish(mean, m2, count), count)
 
     shift = _first_along(m, axes)
     if mask is not None:
         shift = jnp.where(_first_along(mask, axes), shift, 0)
     shift = lax.stop_gradient(shift)
-    d = m - shift
-    s1 = masked_sum(d)
-    s2 = masked_sum(_abs2(d))
+    # The same difference written two ways (bit-identical: `a + (-b)` is `a - b` in IEEE
+    # arithmetic), one per sum: XLA then fuses each into its own reduction over `m` instead
+    # of materializing `m - shift` as a full-size temporary that both sums read.
+    s1 = masked_sum(m + (-shift))
+    s2 = masked_sum(_abs2(m - shift))
     mean = jnp.squeeze(shift, axes) + s1 / safe
     m2 = jnp.maximum(s2 - _abs2(s1) / safe, 0)
     if axis_name is not None:
@@ -254,7 +283,7 @@ def moments(
         count = jnp.sum(counts, axis=0)
         mean = jnp.sum(counts * means, axis=0) / jnp.maximum(count, 1)
         m2 = jnp.sum(m2s, axis=0) + jnp.sum(counts * _abs2(means - mean), axis=0)
-    return _finish(mean, m2, count)
+    return (*_finish(mean, m2, count), count)
 
 
 def _finish(mean: jax.Array, m2: jax.Array, count: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -475,6 +504,115 @@ def normalize(
     return _units.restore(y, out_unit)
 
 
+# ----------------------------------------------------------------------------
+# batch statistics and normalization in one step, with a closed-form derivative
+
+
+def batch_normalize_mantissa(
+    m: jax.Array,
+    scale: jax.Array | None,
+    bias: jax.Array | None,
+    mask: jax.Array | None,
+    epsilon: Any,
+    *,
+    reduction_axes: tuple[int, ...],
+    feature_axes: tuple[int, ...],
+    use_fast_variance: bool,
+    axis_name: Any,
+    axis_index_groups: Any,
+    out_dtype: Any,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Normalize ``m`` with its own statistics; return ``(y, mean, var)``.
+
+    The values are those of :func:`moments_with_count` followed by
+    :func:`normalize_mantissa`. For real floating input the derivative is the
+    closed-form batch-norm derivative (a ``jax.custom_jvp``): its transpose,
+    the backward pass, reads the cotangent and the input twice for two
+    per-feature sums and writes the input's gradient in one fused pass, where
+    differentiating the statistics step by step materializes several
+    full-size temporaries. It is exact: masks select the elements the
+    statistics count, and across ``axis_name`` the per-feature sums are
+    ``psum``-ed, as the statistics are. Forward mode (``jax.jvp``,
+    ``jax.jacfwd``) and higher derivatives work as before.
+    """
+    if not jnp.issubdtype(m.dtype, jnp.floating):
+        mean, var = moments(
+            m,
+            reduction_axes,
+            mask,
+            use_fast_variance=use_fast_variance,
+            axis_name=axis_name,
+            axis_index_groups=axis_index_groups,
+        )
+        y = normalize_mantissa(m, mean, var, scale, bias, epsilon, reduction_axes, feature_axes, out_dtype)
+        return y, mean, var
+    fn = _batch_normalizer(
+        reduction_axes, feature_axes, use_fast_variance, axis_name, axis_index_groups, jnp.dtype(out_dtype)
+    )
+    return fn(m, scale, bias, mask, epsilon)
+
+
+@functools.lru_cache(maxsize=128)
+def _batch_normalizer(
+    raxes: tuple[int, ...],
+    faxes: tuple[int, ...],
+    fast: bool,
+    axis_name: Any,
+    groups: Any,
+    out_dtype: Any,
+) -> Any:
+    """Build the custom-JVP batch normalization for one static configuration."""
+
+    def forward(m: jax.Array, scale: Any, bias: Any, mask: Any, epsilon: Any) -> tuple[Any, ...]:
+        mean, var, count = moments_with_count(
+            m, raxes, mask, use_fast_variance=fast, axis_name=axis_name, axis_index_groups=groups
+        )
+        y = normalize_mantissa(m, mean, var, scale, bias, epsilon, raxes, faxes, out_dtype)
+        return y, mean, var, count
+
+    @jax.custom_jvp
+    def normalizer(m: jax.Array, scale: Any, bias: Any, mask: Any, epsilon: Any) -> tuple[Any, ...]:
+        return forward(m, scale, bias, mask, epsilon)[:3]
+
+    @normalizer.defjvp
+    def normalizer_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+        m, scale, bias, mask, epsilon = primals
+        dm, dscale, dbias, _, deps = tangents
+        y, mean, var, count = forward(m, scale, bias, mask, epsilon)
+        cdt = jnp.promote_types(stats_dtype(m.dtype), mean.dtype)
+        fshape = tuple(m.shape[a] if a in faxes else 1 for a in range(m.ndim))
+
+        def per_feature(v: Any) -> Any:
+            return v if v.ndim == 0 else v.reshape(fshape)
+
+        def counted_sum(v: jax.Array) -> jax.Array:
+            return jnp.sum(v if mask is None else jnp.where(mask, v, 0), axis=raxes, keepdims=True)
+
+        x, dx = m.astype(cdt), dm.astype(cdt)
+        mb = jnp.expand_dims(mean, raxes)
+        inv = lax.rsqrt(jnp.expand_dims(var, raxes) + epsilon)
+        n = jnp.maximum(jnp.expand_dims(jnp.broadcast_to(count, mean.shape), raxes), 1)
+        # d mean = sum(dx)/n and d var = 2 sum((x - mean) dx)/n over the counted elements (the
+        # shift of the one-pass variance cancels). `x - mean`, `-(mean - x)` and `x + (-mean)` are
+        # bit-identical, written apart so that XLA fuses each full-size use into its own consumer;
+        # the last, a broadcast of its own vector, becomes the backward pass's reduction.
+        s1, s2 = counted_sum(dx), counted_sum(dx * (-(mb - x)))
+        if axis_name is not None:
+            s1, s2 = lax.psum((s1, s2), axis_name, axis_index_groups=groups)
+        dmean, dvar = s1 / n, 2 * s2 / n
+        dinv = -0.5 * inv * inv * inv * (dvar + deps)
+        k, t = inv, dinv
+        if scale is not None:
+            k, t = inv * per_feature(scale), dinv * per_feature(scale) + inv * per_feature(dscale)
+        dy = dx * k - dmean * k + (x + (-mb)) * t
+        if bias is not None:
+            dy = dy + per_feature(dbias)
+        dmean, dvar = jnp.squeeze(dmean, raxes).astype(mean.dtype), jnp.squeeze(dvar, raxes).astype(var.dtype)
+        return (y, mean, var), (dy.astype(y.dtype), dmean, dvar)
+
+    return normalizer
+
+
 @partial(
     jax.jit,
     static_argnames=(
@@ -509,17 +647,22 @@ def batch_norm_mantissa(
 ) -> tuple[jax.Array, Any, Any]:
     """Run the batch-norm step on bare arrays (jit-compiled once per configuration)."""
     if training or not has_running:
-        mean, var = moments(
+        y, mean, var = batch_normalize_mantissa(
             m,
-            reduction_axes,
+            scale,
+            bias,
             mask,
+            epsilon,
+            reduction_axes=reduction_axes,
+            feature_axes=feature_axes,
             use_fast_variance=use_fast_variance,
             axis_name=axis_name,
             axis_index_groups=axis_index_groups,
+            out_dtype=out_dtype,
         )
     else:
         mean, var = running_mean, running_var
-    y = normalize_mantissa(m, mean, var, scale, bias, epsilon, reduction_axes, feature_axes, out_dtype)
+        y = normalize_mantissa(m, mean, var, scale, bias, epsilon, reduction_axes, feature_axes, out_dtype)
     if training and has_running:
         batch_mean, batch_var = lax.stop_gradient(mean), lax.stop_gradient(var)
         running_mean = momentum * running_mean + (1 - momentum) * batch_mean

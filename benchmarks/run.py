@@ -1,0 +1,908 @@
+"""Time unitnorm against flax.nnx, brainstate, equinox and PyTorch, in one process.
+
+    python -m benchmarks.run [--quick] [--json OUT] [--shapes small,medium] [--groups bn_train,bn_grad]
+
+Every case of one group and shape is built first, warmed up (the first call
+compiles), then timed in interleaved rounds (A B C ... then ... C B A, so drift in
+the machine's load falls on every case alike) with ``jax.block_until_ready`` on
+the outputs. The table shows the median and the fastest call, the median's ratio
+to the fastest *peer* (flax.nnx, brainstate, equinox, torch; the jnp references
+are shown but are not peers) and the bytes XLA allocates for one call.
+
+Memory. ``tracemalloc`` cannot see XLA's buffers, and ``ru_maxrss`` is one
+high-water mark for the whole process, so the per-case figure is XLA's own
+accounting of the compiled call (``Compiled.memory_analysis()``): output plus
+temporary buffers, less those aliased to donated inputs — the memory one call
+adds on top of its inputs, on CPU and GPU alike. The footer adds the process's
+peak resident set (``ru_maxrss``) and, on an accelerator, the device's peak
+bytes in use. Neither is available for torch or for the eager cases ("-").
+
+Peers that are not installed are skipped, as are unitnorm layers that do not
+exist yet. Nothing assumes a CPU: arrays live on JAX's default device; torch
+runs on CUDA when it has it, else on the CPU (labelled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SHAPES = {"small": (32, 100, 64), "medium": (256, 1000, 64), "large": (64, 4096, 256)}
+QUICK_SHAPES = {"tiny": (4, 16, 8)}
+GROUPS = {
+    "bn_train": "BatchNorm1d, training forward (jit)",
+    "bn_eval": "BatchNorm1d, evaluation forward (jit)",
+    "bn_grad": "BatchNorm1d, training forward + backward (jit, vjp with a cotangent)",
+    "bn_donated": "BatchNorm1d, training forward with the input donated (jit)",
+    "bn_eager": "BatchNorm1d, training forward, eager (no user jit): per-call latency",
+    "layer_norm": "LayerNorm over channels, forward (jit)",
+    "rms_norm": "RMSNorm over channels, forward (jit)",
+    "group_norm": "GroupNorm, 8 groups, forward (jit)",
+}
+PEERS = ("flax", "brainstate", "equinox", "torch")
+EPS = 1e-5
+NUM_GROUPS = 8
+# seconds of timed rounds per group, and the most rounds, by shape
+BUDGET = {"tiny": (0.2, 3), "small": (3.0, 30), "medium": (6.0, 15), "large": (12.0, 7)}
+
+warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
+# torch's OpenMP threads spin after each op by default, stealing the cores from the JAX case timed
+# next in an interleaved round; they must sleep instead (read when torch is first imported).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+# ----------------------------------------------------------------------------
+# cases
+
+
+@dataclass
+class Case:
+    """One implementation of one benchmark: ``call()`` does one timed call."""
+
+    name: str
+    family: str  # unitnorm, reference, flax, brainstate, equinox, torch
+    call: Callable[[], Any]
+    prepare: Callable[[], None] | None = None  # untimed, before each call (fresh donated input)
+    sync: Callable[[Any], Any] = jax.block_until_ready
+    lower: tuple[Any, tuple[Any, ...]] | None = None  # (jitted, args) for XLA's memory/cost analysis
+    note: str = ""
+    samples: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Data:
+    shape: tuple[int, int, int]
+    x_np: np.ndarray
+    g_np: np.ndarray
+    x: Any
+    g: Any
+    xq: Any
+    x_cf: Any  # channel-first (batch, channels, length) copy for equinox
+
+    @property
+    def channels(self) -> int:
+        return self.shape[-1]
+
+
+def make_data(shape: tuple[int, int, int]) -> Data:
+    rng = np.random.default_rng(0)
+    # data far from zero, as recordings are: -65 mV +- 2 mV
+    x_np = (rng.standard_normal(shape, dtype=np.float32) * 2 - 65).astype(np.float32)
+    g_np = rng.standard_normal(shape, dtype=np.float32)
+    try:
+        import brainunit as u
+
+        xq = None
+        x = jnp.asarray(x_np)
+        xq = u.Quantity(x, unit=u.mV)
+    except ImportError:  # pragma: no cover - brainunit is a core dependency
+        x, xq = jnp.asarray(x_np), None
+    x_cf = jnp.asarray(np.ascontiguousarray(np.transpose(x_np, (0, 2, 1))))
+    data = Data(shape, x_np, g_np, x, jnp.asarray(g_np), xq, x_cf)
+    jax.block_until_ready((data.x, data.g, data.x_cf))
+    return data
+
+
+def _jit_case(name: str, family: str, jitted: Any, *args: Any, note: str = "") -> Case:
+    return Case(name, family, lambda: jitted(*args), lower=(jitted, args), note=note)
+
+
+def _donated_case(name: str, family: str, jitted: Any, make_args: Callable[[], tuple[Any, ...]]) -> Case:
+    """A call whose input is donated: a fresh copy is made (untimed) before each call."""
+    box: dict[str, tuple[Any, ...]] = {}
+
+    def prepare() -> None:
+        box["args"] = jax.block_until_ready(make_args())
+
+    def call() -> Any:
+        return jitted(*box.pop("args"))
+
+    return Case(name, family, call, prepare=prepare, lower=(jitted, make_args()))
+
+
+# ----------------------------------------------------------------------------
+# unitnorm
+
+
+def unitnorm_cases(group: str, d: Data) -> list[Case]:
+    import brainunit as u
+
+    import unitnorm as un
+
+    L, C = d.shape[1:]
+    x, xq = d.x, d.xq
+    mV, mV2 = u.mV, u.mV**2
+    cases: list[Case] = []
+    step = jax.jit(lambda layer, x: (layer(x), layer))
+
+    if group in ("bn_train", "bn_eval"):
+        train = group == "bn_train"
+        la, lq = un.BatchNorm1d((L, C)), un.BatchNorm1d((L, C), in_unit=mV)
+        la.train(train), lq.train(train)
+        cases += [
+            _jit_case("unitnorm layer (array)", "unitnorm", step, la, x),
+            _jit_case("unitnorm layer (Quantity)", "unitnorm", step, lq, xq),
+        ]
+        fn = jax.jit(
+            lambda x, rm, rv, s, b: un.functional.batch_norm(x, rm, rv, s, b, training=train, epsilon=EPS)
+        )
+        z, o = jnp.zeros(C), jnp.ones(C)
+        zq, oq = u.Quantity(z, unit=mV), u.Quantity(o, unit=mV2)
+        cases += [
+            _jit_case("unitnorm functional (array)", "unitnorm", fn, x, z, o, o, z),
+            _jit_case("unitnorm functional (Quantity)", "unitnorm", fn, xq, zq, oq, o, z),
+        ]
+    elif group == "bn_grad":
+
+        @jax.jit
+        def grad_step(layer: Any, x: Any, g: Any) -> Any:
+            def forward(layer: Any, x: Any) -> Any:
+                y = layer(x)
+                return y, layer
+
+            y, pullback, new_layer = jax.vjp(forward, layer, x, has_aux=True)
+            return y, new_layer, pullback(g)
+
+        cases += [
+            _jit_case("unitnorm layer (array)", "unitnorm", grad_step, un.BatchNorm1d((L, C)), x, d.g),
+            _jit_case(
+                "unitnorm layer (Quantity)",
+                "unitnorm",
+                grad_step,
+                un.BatchNorm1d((L, C), in_unit=mV),
+                xq,
+                d.g,
+            ),
+        ]
+    elif group == "bn_donated":
+        la = un.BatchNorm1d((L, C))
+        donated = jax.jit(lambda layer, x: (layer(x), layer), donate_argnums=1)
+        cases += [
+            _donated_case("unitnorm layer, x donated", "unitnorm", donated, lambda: (la, jnp.copy(x))),
+            _jit_case("unitnorm layer, not donated", "unitnorm", step, la, x),
+        ]
+    elif group == "bn_eager":
+        la, lq = un.BatchNorm1d((L, C)), un.BatchNorm1d((L, C), in_unit=mV)
+        cases += [
+            Case("unitnorm layer (array)", "unitnorm", lambda: la(x)),
+            Case("unitnorm layer (Quantity)", "unitnorm", lambda: lq(xq)),
+        ]
+    elif group in ("layer_norm", "rms_norm", "group_norm"):
+        cls_name = {"layer_norm": "LayerNorm", "rms_norm": "RMSNorm", "group_norm": "GroupNorm"}[group]
+        cls = getattr(un, cls_name, None)
+        if cls is None:
+            return []
+        kw = {"num_groups": NUM_GROUPS} if group == "group_norm" else {}
+        fwd = jax.jit(lambda layer, x: layer(x))
+        cases += [
+            _jit_case(f"unitnorm {cls_name} (array)", "unitnorm", fwd, cls((L, C), **kw), x),
+            _jit_case(f"unitnorm {cls_name} (Quantity)", "unitnorm", fwd, cls((L, C), in_unit=mV, **kw), xq),
+        ]
+    return cases
+
+
+# ----------------------------------------------------------------------------
+# plain jnp references (not peers: the same math written by hand)
+
+
+def _bn_two_pass(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
+    mean = jnp.mean(x, axis=(0, 1))
+    var = jnp.mean(jnp.square(x - mean), axis=(0, 1))
+    y = (x - mean) * (jax.lax.rsqrt(var + EPS) * s) + b
+    return y, 0.99 * rm + 0.01 * mean, 0.99 * rv + 0.01 * var
+
+
+def _bn_one_pass(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
+    n = x.shape[0] * x.shape[1]
+    shift = jax.lax.stop_gradient(x[0, 0])
+    dev = x - shift
+    s1, s2 = jnp.sum(dev, axis=(0, 1)), jnp.sum(dev * dev, axis=(0, 1))
+    mean = shift + s1 / n
+    var = jnp.maximum(s2 - s1 * s1 / n, 0) / n
+    y = (x - mean) * (jax.lax.rsqrt(var + EPS) * s) + b
+    return y, 0.99 * rm + 0.01 * mean, 0.99 * rv + 0.01 * var
+
+
+def reference_cases(group: str, d: Data) -> list[Case]:
+    C = d.channels
+    z, o = jnp.zeros(C), jnp.ones(C)
+    x = d.x
+    if group == "bn_train":
+        return [
+            _jit_case("jnp reference, two-pass", "reference", jax.jit(_bn_two_pass), x, z, o, o, z),
+            _jit_case("jnp reference, one-pass shifted", "reference", jax.jit(_bn_one_pass), x, z, o, o, z),
+        ]
+    if group == "bn_eval":
+        fn = jax.jit(lambda x, rm, rv, s, b: (x - rm) * (jax.lax.rsqrt(rv + EPS) * s) + b)
+        return [_jit_case("jnp reference", "reference", fn, x, z, o, o, z)]
+    if group == "bn_grad":
+
+        @jax.jit
+        def grad_step(x: Any, s: Any, b: Any, g: Any) -> Any:
+            def forward(x: Any, s: Any, b: Any) -> Any:
+                y, rm, rv = _bn_two_pass(x, z, o, s, b)
+                return y, (rm, rv)
+
+            y, pullback, stats = jax.vjp(forward, x, s, b, has_aux=True)
+            return y, stats, pullback(g)
+
+        return [_jit_case("jnp reference, two-pass, autodiff", "reference", grad_step, x, o, z, d.g)]
+    if group == "bn_donated":
+        # the in-place floor: read x twice (a reduction, then an elementwise pass) and write it once
+        floor = jax.jit(lambda x: x + jnp.sum(x, axis=(0, 1)), donate_argnums=0)
+        fresh = jax.jit(lambda x: x + jnp.sum(x, axis=(0, 1)))
+        return [
+            _donated_case("floor: read x twice, write in place", "reference", floor, lambda: (jnp.copy(x),)),
+            _jit_case("floor: read x twice, write a fresh array", "reference", fresh, x),
+        ]
+    if group == "layer_norm":
+
+        def ln(x: Any, s: Any, b: Any) -> Any:
+            mean = jnp.mean(x, axis=-1, keepdims=True)
+            var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+            return (x - mean) * jax.lax.rsqrt(var + 1e-6) * s + b
+
+        return [_jit_case("jnp reference", "reference", jax.jit(ln), x, o, z)]
+    if group == "rms_norm":
+
+        def rms(x: Any, s: Any) -> Any:
+            return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + 1e-6) * s
+
+        return [_jit_case("jnp reference", "reference", jax.jit(rms), x, o)]
+    if group == "group_norm":
+
+        def gn(x: Any, s: Any, b: Any) -> Any:
+            B, L, C = x.shape
+            xg = x.reshape(B, L, NUM_GROUPS, C // NUM_GROUPS)
+            mean = jnp.mean(xg, axis=(1, 3), keepdims=True)
+            var = jnp.mean(jnp.square(xg - mean), axis=(1, 3), keepdims=True)
+            return ((xg - mean) * jax.lax.rsqrt(var + 1e-6)).reshape(B, L, C) * s + b
+
+        return [_jit_case("jnp reference", "reference", jax.jit(gn), x, o, z)]
+    return []
+
+
+# ----------------------------------------------------------------------------
+# flax.nnx
+
+
+def flax_cases(group: str, d: Data) -> list[Case]:
+    from flax import nnx
+
+    C = d.channels
+    x = d.x
+    rngs = nnx.Rngs(0)
+    cases: list[Case] = []
+
+    def split_merge(module: Any, donate: bool = False) -> tuple[Any, Any]:
+        graphdef, state = nnx.split(module)
+
+        def step(state: Any, x: Any) -> Any:
+            m = nnx.merge(graphdef, state)
+            return m(x), nnx.state(m)
+
+        return jax.jit(step, donate_argnums=1 if donate else ()), state
+
+    def nnx_jit(module: Any) -> Case:
+        fn = nnx.jit(lambda m, x: m(x))
+        return Case("flax.nnx, nnx.jit", "flax", lambda: fn(module, x))
+
+    if group in ("bn_train", "bn_eval"):
+        train = group == "bn_train"
+        bn = nnx.BatchNorm(C, use_running_average=not train, epsilon=EPS, rngs=rngs)
+        step, state = split_merge(bn)
+        cases += [
+            _jit_case("flax.nnx, split/merge + jax.jit", "flax", step, state, x),
+            nnx_jit(nnx.BatchNorm(C, use_running_average=not train, epsilon=EPS, rngs=rngs)),
+        ]
+    elif group == "bn_grad":
+        bn = nnx.BatchNorm(C, epsilon=EPS, rngs=rngs)
+        graphdef, params, stats = nnx.split(bn, nnx.Param, nnx.BatchStat)
+
+        @jax.jit
+        def grad_step(params: Any, stats: Any, x: Any, g: Any) -> Any:
+            def forward(params: Any, stats: Any, x: Any) -> Any:
+                m = nnx.merge(graphdef, params, stats)
+                return m(x), nnx.state(m, nnx.BatchStat)
+
+            y, pullback, new_stats = jax.vjp(forward, params, stats, x, has_aux=True)
+            return y, new_stats, pullback(g)
+
+        cases.append(_jit_case("flax.nnx, split/merge + jax.jit", "flax", grad_step, params, stats, x, d.g))
+    elif group == "bn_donated":
+        step, state = split_merge(nnx.BatchNorm(C, epsilon=EPS, rngs=rngs), donate=True)
+        cases.append(_donated_case("flax.nnx, x donated", "flax", step, lambda: (state, jnp.copy(x))))
+    elif group == "bn_eager":
+        bn = nnx.BatchNorm(C, epsilon=EPS, rngs=rngs)
+        cases.append(Case("flax.nnx, eager", "flax", lambda: bn(x)))
+    elif group in ("layer_norm", "rms_norm", "group_norm"):
+        make = {
+            "layer_norm": lambda: nnx.LayerNorm(C, rngs=rngs),
+            "rms_norm": lambda: nnx.RMSNorm(C, rngs=rngs),
+            "group_norm": lambda: nnx.GroupNorm(C, num_groups=NUM_GROUPS, rngs=rngs),
+        }[group]
+        step, state = split_merge(make())
+        cases += [_jit_case("flax.nnx, split/merge + jax.jit", "flax", step, state, x), nnx_jit(make())]
+    return cases
+
+
+# ----------------------------------------------------------------------------
+# brainstate
+
+
+def brainstate_cases(group: str, d: Data) -> list[Case]:
+    import brainstate
+
+    L, C = d.shape[1:]
+    x = d.x
+    nn, tjit = brainstate.nn, brainstate.transform.jit
+
+    def fitting(fn: Callable[[], Any], fit: bool) -> Any:
+        with brainstate.environ.context(fit=fit):
+            return fn()
+
+    if group in ("bn_train", "bn_eval"):
+        fit = group == "bn_train"
+        bn = nn.BatchNorm1d((L, C), epsilon=EPS)
+        fn = tjit(lambda x: fitting(lambda: bn(x), fit))
+        return [Case("brainstate, transform.jit", "brainstate", lambda: fn(x))]
+    if group == "bn_grad":
+        bn = nn.BatchNorm1d((L, C), epsilon=EPS)
+
+        @tjit
+        def grad_step(x: Any, g: Any) -> Any:
+            def forward(x: Any) -> Any:
+                with brainstate.environ.context(fit=True):
+                    return bn(x)
+
+            y, pullback = brainstate.transform.vjp(forward, x, grad_states=bn.weight)
+            return y, pullback(g)
+
+        return [Case("brainstate, transform.jit + transform.vjp", "brainstate", lambda: grad_step(x, d.g))]
+    if group == "bn_eager":
+        bn = nn.BatchNorm1d((L, C), epsilon=EPS)
+        return [Case("brainstate, eager", "brainstate", lambda: fitting(lambda: bn(x), True))]
+    if group in ("layer_norm", "rms_norm", "group_norm"):
+        layer = {
+            "layer_norm": lambda: nn.LayerNorm((L, C)),
+            "rms_norm": lambda: nn.RMSNorm((L, C)),
+            "group_norm": lambda: nn.GroupNorm(C, num_groups=NUM_GROUPS),  # it takes one feature axis
+        }[group]()
+        fn = tjit(lambda x: layer(x))
+        return [Case("brainstate, transform.jit", "brainstate", lambda: fn(x))]
+    return []
+
+
+# ----------------------------------------------------------------------------
+# equinox (channel-first layout per sample, vmapped over the batch: its convention)
+
+
+def equinox_cases(group: str, d: Data) -> list[Case]:
+    import equinox as eqx
+
+    L, C = d.shape[1:]
+    x_cf = d.x_cf
+    note = "input (batch, channels, length)"
+
+    def batched(bn: Any, state: Any, x: Any, inference: bool) -> Any:
+        call = lambda xi, st: bn(xi, st, inference=inference)  # noqa: E731
+        return jax.vmap(call, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)
+
+    if group in ("bn_train", "bn_eval", "bn_eager", "bn_grad"):
+        bn, state = eqx.nn.make_with_state(eqx.nn.BatchNorm)(C, axis_name="batch", eps=EPS, mode="ema")
+        inference = group == "bn_eval"
+        if group == "bn_eager":
+            return [Case("equinox, eager", "equinox", lambda: batched(bn, state, x_cf, False), note=note)]
+        if group == "bn_grad":
+
+            @eqx.filter_jit
+            def grad_step(bn: Any, state: Any, x: Any, g: Any) -> Any:
+                def forward(bn: Any, x: Any) -> Any:
+                    return batched(bn, state, x, False)
+
+                y, pullback, new_state = eqx.filter_vjp(forward, bn, x, has_aux=True)
+                return y, new_state, pullback(g)
+
+            g_cf = jnp.transpose(d.g, (0, 2, 1))
+            return [
+                Case(
+                    "equinox, filter_jit + filter_vjp",
+                    "equinox",
+                    lambda: grad_step(bn, state, x_cf, g_cf),
+                    note=note,
+                )
+            ]
+        fn = eqx.filter_jit(lambda bn, state, x: batched(bn, state, x, inference))
+        if not inference:
+            state = fn(bn, state, x_cf)[1]  # leave the "first call" branch of mode="ema"
+        return [Case("equinox, filter_jit", "equinox", lambda: fn(bn, state, x_cf), note=note)]
+    if group in ("layer_norm", "rms_norm"):
+        layer = eqx.nn.LayerNorm(C) if group == "layer_norm" else eqx.nn.RMSNorm(C)
+        fn = eqx.filter_jit(lambda m, x: jax.vmap(jax.vmap(m))(x))
+        return [Case("equinox, filter_jit", "equinox", lambda: fn(layer, d.x))]
+    if group == "group_norm":
+        layer = eqx.nn.GroupNorm(NUM_GROUPS, C)
+        fn = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))
+        return [Case("equinox, filter_jit", "equinox", lambda: fn(layer, x_cf), note=note)]
+    return []
+
+
+# ----------------------------------------------------------------------------
+# torch (CUDA when it has it, else CPU)
+
+
+def torch_cases(group: str, d: Data) -> list[Case]:
+    import torch
+
+    if group in ("bn_donated",):
+        return []
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    label = f"torch ({dev})"
+    sync = (lambda _: torch.cuda.synchronize()) if dev == "cuda" else (lambda _: None)
+    C = d.channels
+    x_cl = torch.from_numpy(d.x_np).to(dev)  # (batch, length, channels)
+    x_cf = torch.from_numpy(np.ascontiguousarray(np.transpose(d.x_np, (0, 2, 1)))).to(dev)
+    note = "input (batch, channels, length)"
+
+    def no_grad(module: Any, inp: Any) -> Callable[[], Any]:
+        def call() -> Any:
+            with torch.no_grad():
+                return module(inp)
+
+        return call
+
+    if group in ("bn_train", "bn_eval", "bn_eager"):
+        bn = torch.nn.BatchNorm1d(C, eps=EPS).to(dev).train(group != "bn_eval")
+        return [Case(label, "torch", no_grad(bn, x_cf), sync=sync, note=note)]
+    if group == "bn_grad":
+        bn = torch.nn.BatchNorm1d(C, eps=EPS).to(dev).train()
+        g_cf = torch.from_numpy(np.ascontiguousarray(np.transpose(d.g_np, (0, 2, 1)))).to(dev)
+        xg = x_cf.clone().requires_grad_(True)
+
+        def call() -> Any:
+            xg.grad = None
+            bn.zero_grad(set_to_none=True)
+            y = bn(xg)
+            y.backward(g_cf)
+            return y
+
+        return [Case(label, "torch", call, sync=sync, note=note)]
+    if group == "layer_norm":
+        return [Case(label, "torch", no_grad(torch.nn.LayerNorm(C).to(dev), x_cl), sync=sync)]
+    if group == "rms_norm":
+        return [Case(label, "torch", no_grad(torch.nn.RMSNorm(C).to(dev), x_cl), sync=sync)]
+    if group == "group_norm":
+        return [
+            Case(
+                label, "torch", no_grad(torch.nn.GroupNorm(NUM_GROUPS, C).to(dev), x_cf), sync=sync, note=note
+            )
+        ]
+    return []
+
+
+BUILDERS = {
+    "unitnorm": unitnorm_cases,
+    "reference": reference_cases,
+    "flax": flax_cases,
+    "brainstate": brainstate_cases,
+    "equinox": equinox_cases,
+    "torch": torch_cases,
+}
+MODULES = {"flax": "flax", "brainstate": "brainstate", "equinox": "equinox", "torch": "torch"}
+
+
+# ----------------------------------------------------------------------------
+# timing
+
+
+def xla_analysis(case: Case) -> dict[str, Any]:
+    """Bytes one call allocates (outputs + temporaries - donated aliases) and XLA's cost estimate."""
+    if case.lower is None:
+        return {}
+    jitted, args = case.lower
+    try:
+        compiled = jitted.lower(*args).compile()
+    except Exception:  # noqa: BLE001 - the analysis is optional
+        return {}
+    out: dict[str, Any] = {}
+    mem = compiled.memory_analysis()
+    if mem is not None:
+        out["alloc_bytes"] = int(mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):
+        cost = cost[0] if cost else None
+    if cost:
+        out["flops"] = float(cost.get("flops", float("nan")))
+        out["bytes_accessed"] = float(cost.get("bytes accessed", float("nan")))
+    return out
+
+
+def _one_call(case: Case) -> float:
+    if case.prepare is not None:
+        case.prepare()
+    t0 = time.perf_counter()
+    out = case.call()
+    case.sync(out)
+    dt = time.perf_counter() - t0
+    del out
+    return dt
+
+
+def time_cases(cases: list[Case], shape_name: str, quick: bool) -> list[Case]:
+    """Warm every case up, then time them in interleaved rounds; drop (and report) those that fail."""
+    budget, max_rounds = BUDGET["tiny" if quick else shape_name]
+    alive, per_call = [], 0.0
+    for case in cases:
+        try:
+            _one_call(case)  # compiles
+            per_call += _one_call(case)
+            alive.append(case)
+        except Exception as err:  # noqa: BLE001 - a peer's failure must not stop the run
+            case.note = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            print(f"    ! {case.name}: {case.note}", file=sys.stderr)
+            if os.environ.get("UNITNORM_BENCH_DEBUG"):
+                traceback.print_exc()
+    rounds = max(3, min(max_rounds, int(budget / max(per_call, 1e-9))))
+    for r in range(rounds):
+        for case in alive if r % 2 == 0 else alive[::-1]:
+            case.samples.append(_one_call(case))
+    return cases
+
+
+# ----------------------------------------------------------------------------
+# the run
+
+
+def _installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _fmt_time(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def _fmt_bytes(b: Any) -> str:
+    return "-" if b is None else f"{b / 2**20:.1f}"
+
+
+def run_group(group: str, shape_name: str, d: Data, families: list[str], quick: bool) -> list[dict[str, Any]]:
+    cases: list[Case] = []
+    for fam in families:
+        try:
+            cases += BUILDERS[fam](group, d)
+        except Exception as err:  # noqa: BLE001 - build failures of a peer are reported, not fatal
+            print(f"    ! {fam}: cannot build {group}: {type(err).__name__}: {err}", file=sys.stderr)
+            if os.environ.get("UNITNORM_BENCH_DEBUG"):
+                traceback.print_exc()
+    time_cases(cases, shape_name, quick)
+    rows = []
+    for case in cases:
+        med = statistics.median(case.samples) if case.samples else None
+        row = {
+            "group": group,
+            "shape_name": shape_name,
+            "shape": list(d.shape),
+            "impl": case.name,
+            "family": case.family,
+            "median_s": med,
+            "min_s": min(case.samples) if case.samples else None,
+            "rounds": len(case.samples),
+            "note": case.note,
+        }
+        if med is not None:
+            row.update(xla_analysis(case))
+        rows.append(row)
+    del cases
+    _add_ratios(rows)
+    return rows
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    peers = [r["median_s"] for r in rows if r["family"] in PEERS and r["median_s"]]
+    best = min(peers) if peers else None
+    floor = [r["median_s"] for r in rows if r["impl"].startswith("floor: read x twice, write in place")]
+    for r in rows:
+        r["ratio_to_fastest_peer"] = r["median_s"] / best if best and r["median_s"] else None
+        if floor and floor[0] and r["median_s"]:
+            r["ratio_to_in_place_floor"] = r["median_s"] / floor[0]
+
+
+def print_table(rows: list[dict[str, Any]], group: str, shape_name: str, shape: tuple[int, ...]) -> None:
+    if not rows:
+        return
+    floor = any("ratio_to_in_place_floor" in r for r in rows)
+    print(f"\n### {GROUPS[group]} — {shape_name} {tuple(shape)}\n")
+    head = "| implementation | median | fastest | × fastest peer |" + (" × in-place floor |" if floor else "")
+    print(head + " XLA alloc MiB | note |")
+    print("|" + "---|" * (head.count("|") + 1))
+    for r in rows:
+        ratio = r.get("ratio_to_fastest_peer")
+        cells = [
+            r["impl"],
+            _fmt_time(r["median_s"]),
+            _fmt_time(r["min_s"]),
+            f"{ratio:.2f}" if ratio else "-",
+        ]
+        if floor:
+            fr = r.get("ratio_to_in_place_floor")
+            cells.append(f"{fr:.2f}" if fr else "-")
+        cells += [_fmt_bytes(r.get("alloc_bytes")), r.get("note", "")]
+        print("| " + " | ".join(cells) + " |")
+    sys.stdout.flush()
+
+
+def _median(rows: list[dict[str, Any]], group: str, shape: str, impl: str) -> float | None:
+    for r in rows:
+        if r["group"] == group and r["shape_name"] == shape and r["impl"] == impl and r["median_s"]:
+            return r["median_s"]
+    return None
+
+
+def _row(rows: list[dict[str, Any]], group: str, shape: str, impl: str) -> dict[str, Any] | None:
+    return next(
+        (r for r in rows if r["group"] == group and r["shape_name"] == shape and r["impl"] == impl), None
+    )
+
+
+def goals(rows: list[dict[str, Any]], shapes: list[str]) -> list[dict[str, Any]]:
+    """The issue's goals, each with the measured ratio."""
+    out = []
+
+    def add(goal: str, shape: str, ratio: float | None, target: float, detail: str = "") -> None:
+        if ratio is not None:
+            out.append(
+                {
+                    "goal": goal,
+                    "shape": shape,
+                    "ratio": ratio,
+                    "target": target,
+                    "met": ratio <= target,
+                    "detail": detail,
+                }
+            )
+
+    for s in shapes:
+        for kind in ("layer", "functional"):
+            a = _row(rows, "bn_train", s, f"unitnorm {kind} (array)")
+            q = _row(rows, "bn_train", s, f"unitnorm {kind} (Quantity)")
+            if a and q and a["median_s"] and q["median_s"]:
+                same = a.get("bytes_accessed") == q.get("bytes_accessed") and a.get("flops") == q.get("flops")
+                detail = "XLA cost identical" if same and "flops" in a else "XLA cost differs"
+                add(
+                    f"units free under jit ({kind}): Quantity / array",
+                    s,
+                    q["median_s"] / a["median_s"],
+                    1.02,
+                    detail,
+                )
+        r = _row(rows, "bn_train", s, "unitnorm layer (array)")
+        if r and r.get("ratio_to_fastest_peer"):
+            add("training forward / fastest peer", s, r["ratio_to_fastest_peer"], 1.0)
+        un_g = _median(rows, "bn_grad", s, "unitnorm layer (array)")
+        fx_g = _median(rows, "bn_grad", s, "flax.nnx, split/merge + jax.jit")
+        if un_g and fx_g:
+            add("forward+backward / flax.nnx", s, un_g / fx_g, 0.6)
+        r = _row(rows, "bn_donated", s, "unitnorm layer, x donated")
+        if r and r.get("ratio_to_in_place_floor"):
+            add("donated training forward / in-place floor", s, r["ratio_to_in_place_floor"], 2.0)
+        un_e = _median(rows, "bn_eager", s, "unitnorm layer (array)")
+        for peer, impl in (("flax.nnx", "flax.nnx, eager"), ("brainstate", "brainstate, eager")):
+            p = _median(rows, "bn_eager", s, impl)
+            if un_e and p:
+                add(f"eager call / {peer} eager", s, un_e / p, 0.3 if s in ("small", "tiny") else math.inf)
+    return out
+
+
+def print_goals(results: list[dict[str, Any]]) -> None:
+    if not results:
+        return
+    print("\n### Goals\n")
+    print("| goal | shape | measured | target | met |")
+    print("|---|---|---|---|---|")
+    for g in results:
+        target = "-" if math.isinf(g["target"]) else f"≤ {g['target']:.2f}"
+        met = "yes" if g["met"] else "no"
+        if math.isinf(g["target"]):
+            met = "(shown)"
+        detail = f" ({g['detail']})" if g["detail"] else ""
+        print(f"| {g['goal']}{detail} | {g['shape']} | {g['ratio']:.2f} | {target} | {met} |")
+
+
+def environment() -> dict[str, Any]:
+    dev = jax.devices()[0]
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device": getattr(dev, "device_kind", str(dev)),
+        "device_count": jax.device_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    for name in ("brainunit", "unitnorm", "flax", "brainstate", "equinox", "torch"):
+        try:
+            mod = __import__(name)
+            env[name] = getattr(mod, "__version__", "?")
+        except ImportError:
+            env[name] = None
+    if env.get("torch"):
+        import torch
+
+        env["torch_threads"] = torch.get_num_threads()
+    return env
+
+
+def _peak_memory() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    try:
+        import resource
+
+        out["process_max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except ImportError:  # pragma: no cover - not on POSIX
+        pass
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - CPU backends may not implement it
+        stats = None
+    if stats and "peak_bytes_in_use" in stats:
+        out["device_peak_mib"] = stats["peak_bytes_in_use"] / 2**20
+    return out
+
+
+def streaming_results(quick: bool) -> list[dict[str, Any]]:
+    """Results of benchmarks/bench_streaming.py (another engineer's), when it exists."""
+    path = Path(__file__).with_name("bench_streaming.py")
+    if not path.exists():
+        return []
+    try:
+        from benchmarks import bench_streaming
+
+        return list(bench_streaming.run(quick))
+    except Exception as err:  # noqa: BLE001 - reported, not fatal
+        print(f"    ! bench_streaming failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return [{"group": "streaming", "error": f"{type(err).__name__}: {err}"}]
+
+
+def print_streaming(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    print("\n### Streaming (benchmarks/bench_streaming.py)\n")
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = r.get(k, "")
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one tiny shape, few rounds: a smoke test")
+    parser.add_argument("--json", metavar="OUT", help="write every measurement to this JSON file")
+    parser.add_argument("--shapes", help=f"comma-separated subset of {', '.join(SHAPES)}")
+    parser.add_argument("--groups", help=f"comma-separated subset of {', '.join(GROUPS)}")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated families to leave out (e.g. torch,equinox)"
+    )
+    args = parser.parse_args(argv)
+
+    shapes = dict(QUICK_SHAPES) if args.quick else dict(SHAPES)
+    if args.shapes:
+        wanted = args.shapes.split(",")
+        unknown = [s for s in wanted if s not in SHAPES and s not in QUICK_SHAPES]
+        if unknown:
+            parser.error(f"unknown shape(s) {unknown}; choose from {list(SHAPES)}")
+        shapes = {s: {**SHAPES, **QUICK_SHAPES}[s] for s in wanted}
+    groups = list(GROUPS)
+    if args.groups:
+        groups = args.groups.split(",")
+        unknown = [g for g in groups if g not in GROUPS]
+        if unknown:
+            parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
+    skip = {s for s in args.skip.split(",") if s}
+    families = [f for f in BUILDERS if f not in skip and (f not in MODULES or _installed(MODULES[f]))]
+    missing = [f for f in MODULES if f not in families and f not in skip]
+
+    env = environment()
+    print("# unitnorm benchmarks\n")
+    print(
+        f"command: python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
+    )
+    print(
+        f"jax {env['jax']} on {env['backend']} ({env['device']}), {env['cpu_count']} CPU cores; "
+        + ", ".join(
+            f"{k} {env[k]}" for k in ("brainunit", "flax", "brainstate", "equinox", "torch") if env.get(k)
+        )
+    )
+    if missing:
+        print(f"not installed, skipped: {', '.join(missing)}")
+    t_start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for shape_name, shape in shapes.items():
+        d = make_data(shape)
+        for group in groups:
+            t0 = time.perf_counter()
+            group_rows = run_group(group, shape_name, d, families, args.quick)
+            rows += group_rows
+            print_table(group_rows, group, shape_name, shape)
+            print(f"\n({time.perf_counter() - t0:.1f} s)")
+        del d
+        gc.collect()
+        jax.clear_caches()
+    streaming = streaming_results(args.quick)
+    print_streaming(streaming)
+    goal_rows = goals(rows, list(shapes))
+    print_goals(goal_rows)
+    peak = _peak_memory()
+    total = time.perf_counter() - t_start
+    print(
+        f"\npeak memory: process max RSS {peak.get('process_max_rss_mib', float('nan')):.0f} MiB"
+        + (f", device peak {peak['device_peak_mib']:.0f} MiB" if "device_peak_mib" in peak else "")
+        + f"; total time {total:.0f} s"
+    )
+    if args.json:
+        out = {
+            "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "environment": env,
+            "results": rows,
+            "streaming": streaming,
+            "goals": goal_rows,
+            "peak_memory": peak,
+            "total_seconds": total,
+        }
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
