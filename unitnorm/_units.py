@@ -96,7 +96,10 @@ def split(x: Any) -> tuple[jnp.ndarray, u.Unit]:
     if isinstance(x, np.ndarray) and x.dtype.kind in "OSUV":
         kind = {"O": "object", "S": "bytes", "U": "str", "V": "void"}[x.dtype.kind]
         raise TypeError(f"expected a numeric array or Quantity, got an array of {kind} (dtype {x.dtype})")
-    return jnp.asarray(x), UNITLESS
+    try:
+        return jnp.asarray(x), UNITLESS
+    except (TypeError, ValueError):
+        raise TypeError(f"expected a numeric array or Quantity, got {type(x).__name__} {x!r:.60}") from None
 
 
 def restore(mantissa: Any, unit: u.Unit) -> Any:
@@ -141,7 +144,10 @@ def to_mantissa(x: Any, unit: u.Unit, *, what: str = "input", expected: str | No
         if xu == unit:
             return jnp.asarray(x.mantissa)
         return jnp.asarray(x.to_decimal(unit))
-    m = jnp.asarray(x)
+    try:
+        m = split(x)[0]
+    except TypeError as err:
+        raise TypeError(f"{what}: {err}") from None
     if unit.is_unitless:
         return m
     # dimensionless but scaled unit (rare): plain x is a pure number

@@ -48,7 +48,10 @@ def canonical_axes(axes: Axes | None, ndim: int, what: str = "axes") -> tuple[in
     """Return ``axes`` as a sorted tuple of non-negative ints, checking the range."""
     if axes is None:
         return tuple(range(ndim))
-    seq = (axes,) if isinstance(axes, int) else tuple(axes)
+    try:
+        seq = (axes,) if isinstance(axes, int) else tuple(axes)
+    except TypeError:
+        raise TypeError(f"{what} must be an int or a sequence of ints, got {axes!r}") from None
     out = []
     for a in seq:
         if not isinstance(a, int) or isinstance(a, bool):
@@ -61,9 +64,23 @@ def canonical_axes(axes: Axes | None, ndim: int, what: str = "axes") -> tuple[in
     return tuple(sorted(out))
 
 
+def check_dtype(dtype: Any, who: str = "") -> Any:
+    """Return ``dtype`` as a numeric NumPy dtype (``None`` stays ``None``), or raise ``TypeError``."""
+    if dtype is None:
+        return None
+    try:
+        out = jnp.dtype(dtype)
+    except TypeError:
+        out = None
+    if out is None or not jnp.issubdtype(out, jnp.number):
+        prefix = f"{who}: " if who else ""
+        raise TypeError(f"{prefix}dtype must be a numeric dtype such as jnp.float32, got {dtype!r:.40}")
+    return out
+
+
 def stats_dtype(x_dtype: Any, dtype: Any = None) -> Any:
     """Return the dtype statistics are computed in: at least float32, float64/complex kept."""
-    base = jnp.dtype(dtype) if dtype is not None else jnp.dtype(x_dtype)
+    base = check_dtype(dtype) if dtype is not None else jnp.dtype(x_dtype)
     if not jnp.issubdtype(base, jnp.inexact):
         base = jnp.dtype(jnp.float32)
     return jnp.promote_types(base, jnp.float32)
@@ -72,7 +89,7 @@ def stats_dtype(x_dtype: Any, dtype: Any = None) -> Any:
 def output_dtype(x_dtype: Any, dtype: Any = None) -> Any:
     """Return the output dtype: ``dtype`` if given, else the input's floating dtype."""
     if dtype is not None:
-        return jnp.dtype(dtype)
+        return check_dtype(dtype)
     x_dtype = jnp.dtype(x_dtype)
     return x_dtype if jnp.issubdtype(x_dtype, jnp.inexact) else jnp.dtype(jnp.float32)
 
@@ -91,7 +108,15 @@ def check_mask(mask: Any, shape: tuple[int, ...], who: str) -> jax.Array | None:
         return None
     if _units.is_quantity(mask):
         raise TypeError(f"{who}: mask must be a boolean array, got a Quantity")
-    mask = jnp.asarray(mask)
+    kind = getattr(getattr(mask, "dtype", None), "kind", "b")
+    try:
+        if isinstance(mask, (str, bytes)) or kind in "OSUV":
+            raise TypeError
+        mask = jnp.asarray(mask)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{who}: mask must be a boolean array, got {type(mask).__name__} {mask!r:.40}"
+        ) from None
     try:
         if jnp.broadcast_shapes(mask.shape, shape) != tuple(shape):
             raise ValueError
@@ -106,7 +131,26 @@ def epsilon_mantissa(epsilon: Any, unit: Any, who: str) -> Any:
     """Express ``epsilon`` in ``unit**2``; a plain number is read as already in it."""
     if _units.is_quantity(epsilon):
         return _units.to_mantissa(epsilon, unit**2, what="epsilon", expected=who)
+    check_scalar(epsilon, "epsilon", who, f"a number (read in {unit**2}) or a Quantity", upper=math.inf)
     return epsilon
+
+
+def check_scalar(value: Any, what: str, who: str, expected: str, upper: float) -> None:
+    """Check a concrete real scalar in ``[0, upper]`` (finite); traced values pass unchecked."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    dtype = getattr(value, "dtype", None)
+    numeric = isinstance(value, (int, float)) or (
+        dtype is not None and (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
+    )
+    if isinstance(value, bool) or dtype == jnp.bool_ or not numeric:
+        raise TypeError(f"{who}: {what} must be {expected}, got {type(value).__name__} {value!r:.40}")
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"{who}: {what} must be a scalar, got shape {tuple(jnp.shape(value))}")
+    v = float(value)
+    if not (0 <= v <= upper and math.isfinite(v)):
+        bound = "finite and >= 0" if upper == math.inf else f"in [0, {upper:g}]"
+        raise ValueError(f"{who}: {what} must be {bound}, got {v!r}")
 
 
 NAN_POLICIES = ("propagate", "omit", "raise")
@@ -500,6 +544,18 @@ def normalize(
     var_m = _units.to_mantissa(var, unit**2, what="var", expected="normalize")
     eps = epsilon_mantissa(epsilon, unit, "normalize")
     scale_m, bias_m, out_unit = _affine_mantissas(scale, bias, "normalize")
+    kept = tuple(m.shape[a] for a in range(m.ndim) if a not in raxes)
+    for name, v in (("mean", mean_m), ("var", var_m)):
+        try:
+            fits = v.ndim == len(kept) and jnp.broadcast_shapes(v.shape, kept) == kept
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"normalize: {name} must have the shape of x without the reduction axes, {kept}, "
+                f"got {tuple(v.shape)}"
+            )
+    _check_affine_shape(scale_m, bias_m, tuple(m.shape[a] for a in faxes), "normalize")
     y = normalize_mantissa(m, mean_m, var_m, scale_m, bias_m, eps, raxes, faxes, output_dtype(m.dtype, dtype))
     return _units.restore(y, out_unit)
 
@@ -796,6 +852,7 @@ def batch_norm(
     mask = check_mask(mask, m.shape, "batch_norm")
     mask = apply_nan_policy(m, mask, nan_policy, "batch_norm")
     eps = epsilon_mantissa(epsilon, ref, "batch_norm")
+    check_scalar(momentum, "momentum", "batch_norm", "a number in [0, 1]", upper=1.0)
     y, new_mean, new_var = batch_norm_mantissa(
         m,
         rm,

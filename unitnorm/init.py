@@ -30,9 +30,18 @@ __all__ = [
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)):
-        return (int(shape),)
-    return tuple(int(s) for s in shape)
+    seq = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    try:
+        if isinstance(seq, (str, bytes)):
+            raise TypeError
+        seq = tuple(seq)
+    except TypeError:
+        seq = None
+    if seq is None or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in seq):
+        raise TypeError(f"shape must be an int or a sequence of ints, got {shape!r:.60}")
+    if any(s < 0 for s in seq):
+        raise ValueError(f"shape must hold non-negative ints, got {shape!r}")
+    return tuple(int(s) for s in seq)
 
 
 def _float_dtype(dtype: Any, like: Any = None) -> Any:

@@ -19,6 +19,8 @@ __all__ = ["BatchNorm0d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 def _size(in_size: Any, who: str) -> tuple[int, ...]:
     seq = (in_size,) if isinstance(in_size, (int, jnp.integer)) else in_size
     try:
+        if isinstance(seq, (str, bytes)) or not all(isinstance(s, (int, jnp.integer)) for s in seq):
+            raise TypeError
         out = tuple(int(s) for s in seq)
     except TypeError:
         raise TypeError(f"{who}: in_size must be an int or a sequence of ints, got {in_size!r}") from None
@@ -58,6 +60,8 @@ def make_affine(spec: Any, shape: tuple[int, ...], dtype: Any, who: str, what: s
         return init.resolve(spec, shape, dtype)
     except ValueError as err:
         raise ValueError(f"{who}: {what} {err}") from None
+    except TypeError as err:
+        raise TypeError(f"{who}: {what} {err}") from None
 
 
 def check_affine_units(scale: Any, bias: Any, who: str) -> None:
@@ -115,7 +119,7 @@ class _BatchNorm(Module):
         self.axis_index_groups = functional._hashable_groups(axis_index_groups)
         self.use_fast_variance = bool(use_fast_variance)
         self.name = name
-        self.dtype = None if dtype is None else jnp.dtype(dtype)
+        self.dtype = functional.check_dtype(dtype, who)
         self.in_unit = check_in_unit(in_unit, who)
         self.nan_policy = functional.check_nan_policy(nan_policy, who)
         if self.in_unit is not None and self.epsilon_unit is not None:

@@ -58,7 +58,7 @@ class _SampleNorm(Module):
         who = type(self).__name__
         self.in_size = _size(in_size, who)
         self.epsilon, self.epsilon_unit = check_epsilon(epsilon, who)
-        self.dtype = None if dtype is None else jnp.dtype(dtype)
+        self.dtype = functional.check_dtype(dtype, who)
         self.axis_name = tuple(axis_name) if isinstance(axis_name, list) else axis_name
         self.axis_index_groups = functional._hashable_groups(axis_index_groups)
         self.use_fast_variance = bool(use_fast_variance)
