@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import brainunit as u
+import jax
 import jax.numpy as jnp
 
 from unitnorm import _units, functional, init
@@ -73,6 +75,42 @@ def check_affine_units(scale: Any, bias: Any, who: str) -> None:
             f"{who}: bias must be {holder}, got {_units.describe(_units.unit_of(bias))}; "
             "give scale and bias initializers of one dimension"
         )
+
+
+# ----------------------------------------------------------------------------
+# the eager fast path: the common call (a jax array or a Quantity already in the
+# reference unit, no mask, nan_policy 'propagate', States in their usual form)
+# skips the general path's conversions; what it would have to check is cached per
+# configuration, and anything unusual falls back to the general path, which gives
+# the same result or raises.
+
+_SLOW = object()
+_PLANS: dict[tuple[Any, ...], Any] = {}
+
+
+@functools.lru_cache(maxsize=256)
+def _restore_kind(unit: Any) -> str:
+    """Say how ``_units.restore`` attaches ``unit``: 'plain', 'quantity' or 'scaled'."""
+    if unit.is_unitless:
+        return "plain"
+    return "scaled" if u.get_dim(unit).is_dimensionless else "quantity"
+
+
+@functools.lru_cache(maxsize=256)
+def _squared(unit: Any) -> Any:
+    return unit**2
+
+
+def _mantissa_in(value: Any, unit: Any) -> Any:
+    """``value``'s jax-array mantissa when it is held in exactly ``unit``, else ``None``."""
+    if isinstance(value, u.Quantity):
+        m = value.mantissa
+        return m if isinstance(m, jax.Array) and (value.unit is unit or value.unit == unit) else None
+    return value if isinstance(value, jax.Array) and _restore_kind(unit) == "plain" else None
+
+
+def _attach(mantissa: Any, unit: Any, kind: str) -> Any:
+    return u.Quantity(mantissa, unit=unit) if kind == "quantity" else mantissa
 
 
 class _BatchNorm(Module):
@@ -185,6 +223,90 @@ class _BatchNorm(Module):
             raise self._unit_error(xunit, ref)
         return ref
 
+    def _fast_plan(self, shape: tuple[int, ...], dtype: Any, training: bool, ref: Any) -> Any:
+        """Return the checked, static part of a call (axes, epsilon, dtypes), or ``None`` (general path)."""
+        key = (type(self), self.in_size, self.feature_axes, self.track_running_stats, self.epsilon,
+               self.epsilon_unit, self.dtype, shape, dtype, training, ref)  # fmt: skip
+        plan = _PLANS.get(key)
+        if plan is not None:
+            return plan
+        n = len(self.in_size)
+        if len(shape) not in (n, n + 1) or tuple(shape[-n:]) != self.in_size:
+            return None
+        if _restore_kind(ref) == "scaled":
+            return None
+        offset = len(shape) - n
+        faxes = tuple(a + offset for a in self.feature_axes)
+        raxes = tuple(a for a in range(len(shape)) if a not in faxes)
+        use_batch = training or not self.track_running_stats
+        if use_batch and math.prod(shape[a] for a in raxes) <= 1:
+            return None  # the general path says why
+        try:
+            functional.check_numeric(jnp.empty((0,), dtype), type(self).__name__)
+            eps = self._epsilon_in(ref)
+        except (TypeError, ValueError, u.UnitMismatchError):
+            return None
+        plan = (raxes, faxes, eps, _squared(ref), functional.output_dtype(dtype, self.dtype))
+        if len(_PLANS) > 1024:
+            _PLANS.clear()
+        _PLANS[key] = plan
+        return plan
+
+    def _fast_call(self, x: Any, training: bool) -> Any:
+        """Run the common call without the general path's conversions; ``_SLOW`` when it does not apply."""
+        m, xunit = (x.mantissa, x.unit) if isinstance(x, u.Quantity) else (x, _units.UNITLESS)
+        ref = self.in_unit
+        if ref is None or not isinstance(m, jax.Array) or (xunit is not ref and xunit != ref):
+            return _SLOW
+        plan = self._fast_plan(m.shape, m.dtype, training, ref)
+        if plan is None:
+            return _SLOW
+        raxes, faxes, eps, ref2, out_dtype = plan
+        rm = rv = None
+        momentum = self.momentum
+        if self.track_running_stats:
+            rm, rv = _mantissa_in(self.running_mean.value, ref), _mantissa_in(self.running_var.value, ref2)
+            if rm is None or rv is None:
+                return _SLOW
+            if momentum is None:
+                n = self.num_batches_tracked.value
+                momentum = n / (n + 1)
+        scale = bias = None
+        out_unit = _units.UNITLESS
+        if self.affine:
+            weight = self.weight.value
+            scale = weight["scale"]
+            if isinstance(scale, u.Quantity):
+                scale, out_unit = scale.mantissa, scale.unit
+            bias = _mantissa_in(weight["bias"], out_unit)
+            if bias is None or not isinstance(scale, jax.Array) or _restore_kind(out_unit) == "scaled":
+                return _SLOW
+        y, new_mean, new_var = functional.batch_norm_mantissa(
+            m,
+            rm,
+            rv,
+            scale,
+            bias,
+            None,
+            momentum,
+            eps,
+            training=training,
+            has_running=self.track_running_stats,
+            reduction_axes=raxes,
+            feature_axes=faxes,
+            use_fast_variance=self.use_fast_variance,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+            out_dtype=out_dtype,
+        )
+        if self.track_running_stats and training:
+            kind = _restore_kind(ref)
+            self.running_mean.value = _attach(new_mean, ref, kind)
+            self.running_var.value = _attach(new_var, ref2, kind)
+            if self.momentum is None:
+                self.num_batches_tracked.value = self.num_batches_tracked.value + 1
+        return _attach(y, out_unit, _restore_kind(out_unit))
+
     def _stat(self, state: Any, ref: Any, power: int) -> Any:
         value = state.value
         if _units.is_quantity(value):
@@ -217,6 +339,10 @@ class _BatchNorm(Module):
         """
         who = type(self).__name__
         training = self._is_training(training)
+        if mask is None and nan_policy is None and self.nan_policy == "propagate":
+            y = self._fast_call(x, training)
+            if y is not _SLOW:
+                return y
         m, xunit = _units.split(x)
         functional.check_numeric(m, who)
         self._check_shape(m.shape)
