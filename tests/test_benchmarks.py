@@ -1,0 +1,89 @@
+"""The benchmark entry point runs (on a tiny shape), so it cannot rot. No timings are asserted."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import run as bench  # noqa: E402
+
+
+def test_quick_run_times_every_group_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    rows = result["results"]
+    assert {r["group"] for r in rows} == set(bench.GROUPS)
+    assert {r["shape_name"] for r in rows} == {"tiny"}
+    # every unitnorm case and every jnp reference ran (peers may be missing or fail: reported, not fatal)
+    ours = [r for r in rows if r["family"] in ("unitnorm", "reference")]
+    assert ours and all(r["median_s"] and r["median_s"] > 0 and r["rounds"] >= 3 for r in ours), [
+        (r["impl"], r["note"]) for r in ours if not r["median_s"]
+    ]
+    assert {"bn_train", "bn_grad", "bn_eager", "bn_donated"} <= {r["group"] for r in ours}
+    assert any(r.get("alloc_bytes") is not None for r in ours)
+    assert result["environment"]["jax"]
+    for text in ("### Goals", "× fastest peer", "peak memory"):
+        assert text in proc.stdout
+
+
+def test_unknown_names_are_refused():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--groups", "bn_train,nonsense"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "unknown group(s) ['nonsense']" in proc.stderr
+
+
+def row(group, impl, family, median, shape="small", **extra):
+    return {"group": group, "shape_name": shape, "impl": impl, "family": family, "median_s": median, **extra}
+
+
+def test_ratios_and_goals_from_measurements():
+    train = [
+        row("bn_train", "unitnorm layer (array)", "unitnorm", 2.0, flops=1.0, bytes_accessed=8.0),
+        row("bn_train", "unitnorm layer (Quantity)", "unitnorm", 2.02, flops=1.0, bytes_accessed=8.0),
+        row("bn_train", "jnp reference, two-pass", "reference", 1.0),
+        row("bn_train", "flax.nnx, split/merge + jax.jit", "flax", 4.0),
+        row("bn_train", "torch (cpu)", "torch", 2.5),
+    ]
+    bench._add_ratios(train)
+    assert train[0]["ratio_to_fastest_peer"] == 2.0 / 2.5  # the jnp reference is not a peer
+    donated = [
+        row("bn_donated", "unitnorm layer, x donated", "unitnorm", 3.0),
+        row("bn_donated", "floor: read x twice, write in place", "reference", 2.0),
+    ]
+    bench._add_ratios(donated)
+    assert donated[0]["ratio_to_in_place_floor"] == 1.5
+    eager = [
+        row("bn_eager", "unitnorm layer (array)", "unitnorm", 1.0),
+        row("bn_eager", "flax.nnx, eager", "flax", 4.0),
+        row("bn_eager", "brainstate, eager", "brainstate", 2.0),
+    ]
+    grad = [
+        row("bn_grad", "unitnorm layer (array)", "unitnorm", 5.0),
+        row("bn_grad", "flax.nnx, split/merge + jax.jit", "flax", 10.0),
+    ]
+    goals = {g["goal"]: g for g in bench.goals(train + donated + eager + grad, ["small"])}
+    units = goals["units free under jit (layer): Quantity / array"]
+    assert math.isclose(units["ratio"], 1.01) and units["met"] and units["detail"] == "XLA cost identical"
+    assert goals["training forward / fastest peer"]["met"]
+    backward = goals["forward+backward / flax.nnx"]
+    assert backward["ratio"] == 0.5 and backward["met"]
+    assert goals["donated training forward / in-place floor"]["ratio"] == 1.5
+    assert goals["eager call / flax.nnx eager"]["met"] and not goals["eager call / brainstate eager"]["met"]
