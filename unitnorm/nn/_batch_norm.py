@@ -38,10 +38,9 @@ def check_epsilon(epsilon: Any, who: str) -> tuple[float, Any]:
         if mantissa.ndim != 0:
             raise ValueError(f"{who}: epsilon must be a scalar, got shape {tuple(mantissa.shape)}")
         value = float(mantissa)
-    elif isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool):
+    else:  # a Python or NumPy/jax scalar
+        functional.check_scalar(epsilon, "epsilon", who, "a float or a Quantity", upper=math.inf)
         value, unit = float(epsilon), None
-    else:
-        raise TypeError(f"{who}: epsilon must be a float or a Quantity, got {type(epsilon).__name__}")
     if not value >= 0 or math.isinf(value):
         raise ValueError(f"{who}: epsilon must be finite and >= 0, got {epsilon}")
     return value, unit
@@ -147,8 +146,7 @@ class _BatchNorm(Module):
         self.feature_axes = functional.canonical_axes(feature_axis, rank, "feature_axis")
         self.epsilon, self.epsilon_unit = check_epsilon(epsilon, who)
         if momentum is not None:
-            if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
-                raise ValueError(f"{who}: momentum must be a float in [0, 1] or None, got {momentum!r}")
+            functional.check_scalar(momentum, "momentum", who, "a float in [0, 1] or None", upper=1.0)
             momentum = float(momentum)
         self.momentum = momentum
         self.track_running_stats = bool(track_running_stats)
