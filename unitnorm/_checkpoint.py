@@ -8,21 +8,7 @@ array its dtype, shape and unit. Nothing is pickled, so loading a file cannot
 run code, and units are read back with brainunit's string parser, never
 ``eval``.
 
-File layout (format version 1)::
-
-    __unitnorm__   0-d str array: JSON {"format": "unitnorm-checkpoint",
-                   "version": 1, "unitnorm": "<package version>", "root": NODE}
-    a0, a1, ...    the mantissas, one array per value
-
-    NODE = {"kind": "array", "key": "a0", "dtype": "float32", "shape": [3],
-            "unit": UNIT or null, "type": "jax" | "numpy" | "float" | "int" | ...}
-         | {"kind": "dict", "items": [["name", NODE], ...]}
-         | {"kind": "list" | "tuple", "items": [NODE, ...]}
-         | {"kind": "none"} | {"kind": "str", "value": "..."}
-         | {"kind": "state", "class": "unitnorm.BatchState", "value": NODE}
-         | {"kind": "layer", "class": "BatchNorm1d", "config": {...}, "states": [["weight", NODE], ...]}
-    UNIT = {"name": "mV", "m": 2, "kg": 1, "s": -3, "A": -1, "K": 0, "mol": 0, "cd": 0,
-            "scale": -3, "factor": 1.0}
+The layout is described in the Notes of :func:`save`.
 
 Dtypes NumPy cannot name in a file (``bfloat16``, the ``float8`` types) are
 stored as their raw bits in an unsigned integer array of the same width, and
@@ -481,10 +467,30 @@ def save(path: str | os.PathLike[str], obj: Any) -> None:
 
     Notes
     -----
-    Each value is stored as its mantissa in its own dtype (``bfloat16`` as raw
-    bits) plus its unit, so the round trip is bit-exact. The header records the
-    format version (:data:`FORMAT_VERSION`); the layout is described in the
-    module docstring of ``unitnorm._checkpoint``. No pickle is used.
+    Each value is stored as its mantissa in its own dtype (``bfloat16`` and the
+    ``float8`` types as raw bits in an unsigned integer array of the same
+    width) plus its unit, so the round trip is bit-exact. No pickle is used:
+    the file is a plain ``.npz`` archive any NumPy opens with
+    ``allow_pickle=False``. A layer is stored as its class name, its
+    configuration (the layer's static attributes, as JSON) and its States.
+
+    The file layout (format version 1) is::
+
+        __unitnorm__   0-d str array: JSON {"format": "unitnorm-checkpoint",
+                       "version": 1, "unitnorm": "<package version>", "root": NODE}
+        a0, a1, ...    the mantissas, one array per value
+
+        NODE = {"kind": "array", "key": "a0", "dtype": "float32", "shape": [3],
+                "unit": UNIT or null, "type": "jax" | "numpy" | "float" | "int" | ...}
+             | {"kind": "dict", "items": [["name", NODE], ...]}
+             | {"kind": "list" | "tuple", "items": [NODE, ...]}
+             | {"kind": "none"} | {"kind": "str", "value": "..."}
+             | {"kind": "state", "class": "unitnorm.BatchState", "value": NODE}
+             | {"kind": "layer", "class": "BatchNorm1d", "config": {...}, "states": [["weight", NODE], ...]}
+        UNIT = {"name": "mV", "m": 2, "kg": 1, "s": -3, "A": -1, "K": 0, "mol": 0, "cd": 0,
+                "scale": -3, "factor": 1.0}
+
+    A reader of another format version refuses the file, naming the field.
 
     Examples
     --------

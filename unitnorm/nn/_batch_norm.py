@@ -513,6 +513,14 @@ class BatchNorm0d(_BatchNorm):
     mV [2.0, 20.0]
     >>> y.round(3).tolist()
     [[-1.0, -1.0], [1.0, 1.0]]
+
+    A recording with a gap: ``nan_policy="omit"`` leaves the missing samples
+    out of the statistics and returns them as NaN.
+
+    >>> gappy = un.BatchNorm0d(1, momentum=0.0, nan_policy="omit")
+    >>> y = gappy(jnp.array([[1.], [jnp.nan], [3.]]))
+    >>> print(gappy.running_mean.value.tolist(), y[:, 0].round(3).tolist())
+    [2.0] [-1.0, nan, 1.0]
 """
     )
     num_spatial_dims = 0
