@@ -273,3 +273,18 @@ def test_functional_batch_of_one():
         F.batch_norm(jnp.ones((1, 3)), None, None, training=False)
     y, _, _ = F.batch_norm(jnp.ones((1, 3)), jnp.zeros(3), jnp.ones(3), training=False)
     assert y.shape == (1, 3)
+
+
+def test_omit_under_jit_equals_eager(gapped):
+    x, unit = gapped
+    batch = as_quantity(epochs(x)[2:4], unit)
+    eager = un.BatchNorm1d((500, 11), nan_policy="omit", in_unit=u.uvolt)
+    jitted = un.BatchNorm1d((500, 11), nan_policy="omit", in_unit=u.uvolt)
+    y_eager = eager(batch)
+    y_jit, jitted = jax.jit(lambda layer, x: (layer(x), layer))(jitted, batch)
+    np.testing.assert_allclose(np.asarray(y_jit), np.asarray(y_eager), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(jitted.running_var.value.mantissa), np.asarray(eager.running_var.value.mantissa), rtol=1e-6
+    )
+    mean, var = jax.jit(lambda m: F.compute_stats(m, 0, nan_policy="omit"))(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(np.asarray(mean), nan_stats(x)[0], rtol=1e-5, atol=1e-4)
