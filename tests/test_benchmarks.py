@@ -66,7 +66,7 @@ def test_ratios_and_goals_from_measurements():
     assert train[0]["ratio_to_fastest_peer"] == 2.0 / 2.5  # the jnp reference is not a peer
     donated = [
         row("bn_donated", "unitnorm layer, x donated", "unitnorm", 3.0),
-        row("bn_donated", "floor: read x twice, write in place", "reference", 2.0),
+        row("bn_donated", bench.FLOOR, "reference", 2.0),
     ]
     bench._add_ratios(donated)
     assert donated[0]["ratio_to_in_place_floor"] == 1.5

@@ -308,7 +308,7 @@ def moments_with_count(
     shift = _first_along(m, axes)
     if mask is not None:
         shift = jnp.where(_first_along(mask, axes), shift, 0)
-    shift = lax.stop_gradient(shift)
+    shift = _own_buffer(lax.stop_gradient(shift))
     # The same difference written two ways (bit-identical: `a + (-b)` is `a - b` in IEEE
     # arithmetic), one per sum: XLA then fuses each into its own reduction over `m` instead
     # of materializing `m - shift` as a full-size temporary that both sums read.
@@ -328,6 +328,16 @@ def moments_with_count(
         mean = jnp.sum(counts * means, axis=0) / jnp.maximum(count, 1)
         m2 = jnp.sum(m2s, axis=0) + jnp.sum(counts * _abs2(means - mean), axis=0)
     return (*_finish(mean, m2, count), count)
+
+
+def _own_buffer(v: jax.Array) -> jax.Array:
+    """Return ``v`` unchanged (``v + 0``), computed by a reduction so XLA keeps it in a buffer of its own.
+
+    XLA would otherwise re-read the shift (a slice of the input) inside every full-size pass that
+    uses the mean, and a pass that reads its input at other indices cannot write its output in
+    place of a donated input: XLA then copies the whole input first.
+    """
+    return jnp.sum(jnp.stack([v, jnp.zeros_like(v)]), axis=0)
 
 
 def _finish(mean: jax.Array, m2: jax.Array, count: jax.Array) -> tuple[jax.Array, jax.Array]:
