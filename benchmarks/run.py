@@ -182,11 +182,14 @@ def unitnorm_cases(group: str, d: Data) -> list[Case]:
                 return y, layer
 
             y, pullback, new_layer = jax.vjp(forward, layer, x, has_aux=True)
-            # the gradients first: a donated cotangent's buffer goes to the first output that fits
-            return pullback(g), new_layer, y
+            return y, new_layer, pullback(g)
+
+        def grads_first(step: Callable[..., Any]) -> Callable[..., Any]:
+            # a donated cotangent's buffer goes to the first output that fits: make that the gradient
+            return lambda *args: step(*args)[::-1]
 
         jitted = jax.jit(grad_step)
-        donated = jax.jit(grad_step, donate_argnums=2)
+        donated = jax.jit(grads_first(grad_step), donate_argnums=2)
         la, lq = un.BatchNorm1d((L, C)), un.BatchNorm1d((L, C), in_unit=mV)
         cases += [
             _jit_case("unitnorm layer (array)", "unitnorm", jitted, la, x, d.g),
@@ -348,9 +351,9 @@ def flax_cases(group: str, d: Data) -> list[Case]:
                 return m(x), nnx.state(m, nnx.BatchStat)
 
             y, pullback, new_stats = jax.vjp(forward, params, stats, x, has_aux=True)
-            return pullback(g), new_stats, y
+            return y, new_stats, pullback(g)
 
-        donated = jax.jit(grad_step, donate_argnums=3)
+        donated = jax.jit(lambda *args: grad_step(*args)[::-1], donate_argnums=3)
         cases += [
             _jit_case("flax.nnx, split/merge + jax.jit", "flax", jax.jit(grad_step), params, stats, x, d.g),
             _donated_case(
