@@ -30,14 +30,6 @@ from jax.sharding import PartitionSpec as P
 
 import unitnorm as un
 
-try:  # not public; pinned so the strict xfail below notices when the limitation goes away
-    from jax._src.core import ShardingTypeError
-except ImportError:  # pragma: no cover - another jax: the xfail then fails and asks for a look
-
-    class ShardingTypeError(Exception):
-        pass
-
-
 F = un.functional
 N_DEV = 4
 IN_CHILD = os.environ.get("UNITNORM_DISTRIBUTED_CHILD") == "1"
@@ -144,18 +136,8 @@ def test_child_sees_four_cpu_devices():
     assert jax.device_count() == N_DEV and jax.devices()[0].platform == "cpu"
 
 
-SHIFT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="known: with a mask, the fast path's shift is 0 (not the first valid sample) where the first "
-    "element is masked out, so data far from zero (-65 mV) lose digits of the variance in float32",
-)
 PMAP_CASES = [
-    pytest.param(
-        unit, mask_name, fast, marks=SHIFT_BUG if (unit, mask_name, fast) == (u.mV, "random", True) else ()
-    )
-    for unit in (None, u.mV)
-    for mask_name in MASKS
-    for fast in (True, False)
+    (unit, mask_name, fast) for unit in (None, u.mV) for mask_name in MASKS for fast in (True, False)
 ]
 
 
@@ -235,13 +217,8 @@ def test_sharded_jit_with_explicit_mesh_axes_two_pass():
 
 
 @child_only
-@pytest.mark.xfail(
-    strict=True,
-    raises=ShardingTypeError,
-    reason="known: the fast path's shift slices element 0 of a sharded axis (functional._first_along), "
-    "which jax refuses on Explicit mesh axes (ShardingTypeError)",
-)
 def test_sharded_jit_with_explicit_mesh_axes_fast():
+    """The fast path shifts by a reduction, not a slice, where a reduced axis is explicitly sharded."""
     m = mesh(AxisType.Explicit)
     x = device_data(seed=5, loc=-65.0).reshape(N_DEV * 12, 3)
     mean, var = jax.jit(lambda x: F.compute_stats(x, 0))(shard(x, m))
@@ -283,13 +260,8 @@ def test_shard_map_axis_index_groups_fast(mask_name):
 
 
 @child_only
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotImplementedError,
-    reason="known: jax's psum does not take axis_index_groups under shard_map, and the two-pass path "
-    "psums (the fast path all_gathers, which does)",
-)
 def test_shard_map_axis_index_groups_two_pass():
+    """jax's psum refuses axis_index_groups under shard_map: the two-pass sums are all_gathered."""
     m = mesh()
     x = device_data(seed=7)
     f = jax.shard_map(
@@ -298,15 +270,14 @@ def test_shard_map_axis_index_groups_two_pass():
         in_specs=P("b"),
         out_specs=P("b"),
     )
-    jax.jit(f)(shard(x, m))
+    mean, var = jax.jit(f)(shard(x, m))
+    for group in GROUPS:
+        ref_mean, ref_var = np_stats(x, None, devices=group)
+        for d in group:
+            np.testing.assert_allclose(np.asarray(mean)[d], ref_mean, **TOL)
+            np.testing.assert_allclose(np.asarray(var)[d], ref_var, **TOL)
 
 
-EMPTY_DEVICE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="known: BatchNorm keeps the old running stats where functional.update_allowed finds no valid "
-    "element in the *local* mask; under axis_name the combined statistics are valid, so the device with "
-    "no valid sample keeps stale running stats and the devices' running stats diverge",
-)
 LAYER_MASKS = {
     "ragged": lambda shape: ragged_mask(shape, counts=(6, 2, 4, 1)),
     "random": lambda shape: random_mask(9, shape),
@@ -320,10 +291,10 @@ LAYER_MASKS = {
     [
         ("ragged", True),
         ("ragged", False),
-        pytest.param("random", True, marks=SHIFT_BUG),
+        ("random", True),
         ("random", False),
-        pytest.param("empty_device", True, marks=EMPTY_DEVICE_BUG),
-        pytest.param("empty_device", False, marks=EMPTY_DEVICE_BUG),
+        ("empty_device", True),
+        ("empty_device", False),
     ],
 )
 def test_batch_norm_layer_under_pmap_equals_one_big_batch(mask_name, fast):
@@ -443,7 +414,6 @@ def test_data_parallel_gradients_equal_single_device_gradients():
 
 
 @child_only
-@SHIFT_BUG
 def test_far_from_zero_with_a_device_whose_first_sample_is_masked():
     x = np.asarray(-65.0 + 0.01 * np.random.default_rng(14).normal(size=(N_DEV, 50, 2)), np.float32)
     mask = np.ones(x.shape, bool)

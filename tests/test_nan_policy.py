@@ -68,7 +68,9 @@ def test_omit_equals_the_recording_without_the_gap(recording, gapped, fast):
     ref_mean, ref_var = F.compute_stats(as_quantity(cut, unit), 0, use_fast_variance=fast)
     for c in (0, 1, 2, 4, 6, 7, 8, 9, 10):
         np.testing.assert_allclose(float(mean.mantissa[c]), float(ref_mean.mantissa[c]), rtol=1e-5, atol=1e-4)
-        np.testing.assert_allclose(float(var.mantissa[c]), float(ref_var.mantissa[c]), rtol=1e-5)
+        # both are float32 sums of ~3600 squares; the masked path shifts by the mean of the counted
+        # values, the unmasked one by the first value, so they differ by float32 rounding (~2e-5)
+        np.testing.assert_allclose(float(var.mantissa[c]), float(ref_var.mantissa[c]), rtol=5e-5)
     # and every channel (the partial gap and the infinities included) against float64 NumPy
     m64, v64 = nan_stats(x)
     np.testing.assert_allclose(np.asarray(mean.mantissa), m64, rtol=1e-5, atol=1e-4)

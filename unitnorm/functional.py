@@ -197,19 +197,36 @@ def apply_nan_policy(m: jax.Array, mask: jax.Array | None, nan_policy: str, who:
     return mask
 
 
-def update_allowed(m: jax.Array, mask: jax.Array | None, raxes: tuple[int, ...], nan_policy: str) -> Any:
+def update_allowed(
+    m: jax.Array,
+    mask: jax.Array | None,
+    raxes: tuple[int, ...],
+    nan_policy: str,
+    axis_name: Any = None,
+    axis_index_groups: Any = None,
+) -> Any:
     """Per feature, may this batch update the running statistics? ``None`` when all may.
 
     False where no element counts (an all-false mask, or only non-finite values
     under ``'omit'``), and, under ``'raise'`` with traced values (where no
     error can be raised), where a counted element is non-finite. The running
-    statistics of those features keep their old values.
+    statistics of those features keep their old values. Across ``axis_name``
+    the verdict is shared: an element counted on any device (and, under
+    ``'raise'``, no non-finite one on any) lets every device update, so their
+    running statistics stay equal.
     """
     ok = None if mask is None else jnp.any(mask, axis=raxes)
+    bad = None
     if nan_policy == "raise" and isinstance(m, jax.core.Tracer) and jnp.issubdtype(m.dtype, jnp.inexact):
         finite = jnp.isfinite(m) if mask is None else jnp.isfinite(m) | ~mask
-        all_finite = jnp.all(finite, axis=raxes)
-        ok = all_finite if ok is None else ok & all_finite
+        bad = ~jnp.all(finite, axis=raxes)
+    if axis_name is not None:
+        if ok is not None:
+            ok = sum_across(ok.astype(jnp.int32), axis_name, axis_index_groups) > 0
+        if bad is not None:
+            bad = sum_across(bad.astype(jnp.int32), axis_name, axis_index_groups) > 0
+    if bad is not None:
+        ok = ~bad if ok is None else ok & ~bad
     return ok
 
 
@@ -250,8 +267,9 @@ def moments(
 ) -> tuple[jax.Array, jax.Array]:
     """Mean and biased variance of a bare array over ``axes`` (reduced axes dropped).
 
-    The fast path makes one pass over the data around a shift (the first valid
-    element of each slice), so data far from zero keep their digits. Across
+    The fast path makes one pass over the data around a shift (the first element
+    of each slice; the mean of the counted elements under a mask or on an
+    explicitly sharded axis), so data far from zero keep their digits. Across
     devices, each device's count, mean and sum of squared deviations are
     gathered in one collective and combined with Chan's formula, so devices
     with different numbers of valid samples are weighted exactly.
@@ -286,6 +304,9 @@ def moments_with_count(
         count = jnp.asarray(math.prod(m.shape[a] for a in axes), rdt)
     else:
         count = jnp.sum(mask, axis=axes, dtype=rdt)
+        # masked-out elements may hold anything, NaN included: zero them before any arithmetic
+        # so that they reach neither the sums nor the gradients
+        m = jnp.where(mask, m, 0)
     safe = jnp.maximum(count, 1)
 
     def masked_sum(v: jax.Array) -> jax.Array:
@@ -294,7 +315,7 @@ def moments_with_count(
     if not use_fast_variance:
         s1 = masked_sum(m)
         if axis_name is not None:
-            s1, count = lax.psum((s1, count), axis_name, axis_index_groups=axis_index_groups)
+            s1, count = sum_across((s1, count), axis_name, axis_index_groups)
             safe = jnp.maximum(count, 1)
         mean = s1 / safe
         # `m + (-mean)` equals `m - mean` bit for bit; written apart from the normalize step's
@@ -302,12 +323,17 @@ def moments_with_count(
         # materializing) one full-size difference between the two.
         m2 = masked_sum(_abs2(m + (-jnp.expand_dims(mean, axes))))
         if axis_name is not None:
-            m2 = lax.psum(m2, axis_name, axis_index_groups=axis_index_groups)
+            m2 = sum_across(m2, axis_name, axis_index_groups)
         return (*_finish(mean, m2, count), count)
 
-    shift = _first_along(m, axes)
-    if mask is not None:
-        shift = jnp.where(_first_along(mask, axes), shift, 0)
+    if mask is None and not _explicitly_sharded(m, axes):
+        shift = _first_along(m, axes)
+    else:
+        # The first element may be masked out, or (on an explicitly sharded axis) not reachable by a
+        # slice: shift by the mean of the counted elements instead, at the cost of one more read.
+        shift = jnp.sum(m, axis=axes, keepdims=True) / (
+            safe if safe.ndim == 0 else jnp.expand_dims(safe, axes)
+        )
     shift = _own_buffer(lax.stop_gradient(shift))
     # The same difference written two ways (bit-identical: `a + (-b)` is `a - b` in IEEE
     # arithmetic), one per sum: XLA then fuses each into its own reduction over `m` instead
@@ -328,6 +354,27 @@ def moments_with_count(
         mean = jnp.sum(counts * means, axis=0) / jnp.maximum(count, 1)
         m2 = jnp.sum(m2s, axis=0) + jnp.sum(counts * _abs2(means - mean), axis=0)
     return (*_finish(mean, m2, count), count)
+
+
+def sum_across(tree: Any, axis_name: Any, axis_index_groups: Any = None) -> Any:
+    """Sum ``tree`` across the mapped axis ``axis_name`` (within ``axis_index_groups`` if given).
+
+    ``psum`` without groups; with groups an ``all_gather`` then a sum, since jax's
+    ``psum`` refuses ``axis_index_groups`` under ``shard_map``.
+    """
+    if axis_index_groups is None:
+        return lax.psum(tree, axis_name)
+    return jax.tree_util.tree_map(
+        lambda v: jnp.sum(lax.all_gather(v, axis_name, axis_index_groups=axis_index_groups), axis=0), tree
+    )
+
+
+def _explicitly_sharded(m: jax.Array, axes: tuple[int, ...]) -> bool:
+    """Return True when one of ``axes`` of ``m`` is sharded over an Explicit mesh axis."""
+    spec = getattr(getattr(jax.typeof(m), "sharding", None), "spec", None)
+    if not spec:
+        return False
+    return any(a < len(spec) and spec[a] is not None for a in axes)
 
 
 def _own_buffer(v: jax.Array) -> jax.Array:
@@ -435,9 +482,12 @@ def compute_stats(
 
     Notes
     -----
-    The one-pass variance subtracts the first valid element of each slice
-    before squaring, so ``E[(x-s)^2] - E[x-s]^2`` cancels no digits for data
-    such as -65 mV ± 10 µV in float32, where ``E[x^2] - E[x]^2`` loses them all.
+    The one-pass variance subtracts a shift ``s`` from each slice before
+    squaring, so ``E[(x-s)^2] - E[x-s]^2`` cancels no digits for data such as
+    -65 mV ± 10 µV in float32, where ``E[x^2] - E[x]^2`` loses them all. The
+    shift is the slice's first element; with a mask (whose first element may
+    be masked out), or on an explicitly sharded axis, it is the mean of the
+    counted elements, which costs one more read of ``x``.
 
     Examples
     --------
@@ -664,7 +714,7 @@ def _batch_normalizer(
         # the last, a broadcast of its own vector, becomes the backward pass's reduction.
         s1, s2 = counted_sum(dx), counted_sum(dx * (-(mb - x)))
         if axis_name is not None:
-            s1, s2 = lax.psum((s1, s2), axis_name, axis_index_groups=groups)
+            s1, s2 = sum_across((s1, s2), axis_name, groups)
         dmean, dvar = s1 / n, 2 * s2 / n
         dinv = -0.5 * inv * inv * inv * (dvar + deps)
         k, t = inv, dinv
@@ -884,7 +934,7 @@ def batch_norm(
     y = _units.restore(y, out_unit)
     if not has_running:
         return y, None, None
-    ok = update_allowed(m, mask, raxes, nan_policy) if training else None
+    ok = update_allowed(m, mask, raxes, nan_policy, axis_name, axis_index_groups) if training else None
     if ok is not None:
         new_mean, new_var = jnp.where(ok, new_mean, rm), jnp.where(ok, new_var, rv)
     return y, _units.restore(new_mean, ref), _units.restore(new_var, ref**2)
@@ -956,7 +1006,7 @@ def mean_square(
         s2 = jnp.sum(_abs2(jnp.where(mask, m, 0)), axis=axes)
         count = jnp.sum(mask, axis=axes, dtype=rdt)
     if axis_name is not None:
-        s2, count = lax.psum((s2, count), axis_name, axis_index_groups=axis_index_groups)
+        s2, count = sum_across((s2, count), axis_name, axis_index_groups)
     return jnp.where(count == 0, jnp.nan, s2 / jnp.maximum(count, 1))
 
 

@@ -395,7 +395,7 @@ class _BatchNorm(Module):
         )
         if self.track_running_stats and training:
             # features with no counted value (or, traced under 'raise', a non-finite one) keep their stats
-            ok = functional.update_allowed(m, mask, raxes, policy)
+            ok = functional.update_allowed(m, mask, raxes, policy, self.axis_name, self.axis_index_groups)
             if ok is not None:
                 new_mean, new_var = jnp.where(ok, new_mean, rm), jnp.where(ok, new_var, rv)
         # every check passed and the math ran: now, and only now, write state
