@@ -190,7 +190,7 @@ class _Writer:
             raise TypeError(f"save: {where} is a {name}, which is not a layer unitnorm exports")
         config = {}
         for key, value in vars(layer).items():
-            if key in layer._state_names or key == "_state_names":
+            if key in layer._state_names or key in ("_state_names", "_aux"):
                 continue
             try:
                 config[key] = _encode_config(value)

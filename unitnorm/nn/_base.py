@@ -76,16 +76,24 @@ class Module:
         )
 
     # -- pytree ---------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        # any change of configuration (mode, reference unit, ...) drops the cached pytree aux data
+        self.__dict__.pop("_aux", None)
+        object.__setattr__(self, name, value)
+
     def _static(self) -> tuple[tuple[str, Any], ...]:
         return tuple(
             (k, v)
             for k, v in sorted(vars(self).items())
-            if k not in self._state_names and k != "_state_names"
+            if k not in self._state_names and k not in ("_state_names", "_aux")
         )
 
     def _flatten(self) -> tuple[tuple[Any, ...], Any]:
         children = tuple(getattr(self, n) for n in self._state_names)
-        return children, (self._state_names, self._static())
+        aux = self.__dict__.get("_aux")
+        if aux is None:  # built once per configuration: flattening is on every jitted call's path
+            aux = self.__dict__["_aux"] = (self._state_names, self._static())
+        return children, aux
 
     def _flatten_with_keys(self) -> tuple[tuple[Any, ...], Any]:
         children, aux = self._flatten()
@@ -98,7 +106,8 @@ class Module:
         obj = object.__new__(cls)
         obj.__dict__.update(static)
         obj.__dict__.update(zip(names, children, strict=True))
-        obj._state_names = names
+        obj.__dict__["_state_names"] = names
+        obj.__dict__["_aux"] = aux
         return obj
 
     # -- modes ----------------------------------------------------------------

@@ -407,7 +407,8 @@ class _BatchNorm(Module):
         elif self.track_running_stats and self.in_unit is None and not ref.is_unitless:
             self.running_mean.value = _units.restore(rm, ref)
             self.running_var.value = _units.restore(rv, ref**2)
-        self.in_unit = ref
+        if self.in_unit is None:
+            self.in_unit = ref
         return _units.restore(y, out_unit)
 
 

@@ -201,7 +201,8 @@ class _SampleNorm(Module):
         scale_m, bias_m, out_unit = functional._affine_mantissas(scale, bias, who)
         y = self._run(m, scale_m, bias_m, mask, eps, functional.output_dtype(m.dtype, self.dtype))
         # every check passed and the math ran: only now adopt the reference unit
-        self.in_unit = ref
+        if self.in_unit is None:
+            self.in_unit = ref
         return _units.restore(y if batched else y[0], out_unit)
 
 
