@@ -201,19 +201,16 @@ def test_a_fixed_or_adopted_unit_works_under_brainstate_jit():
     np.testing.assert_allclose(mantissa(warm.running_mean.value), mantissa(fixed.running_mean.value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: adopting the unit inside brainstate.transform.jit turns a plain running mean into a "
-    "Quantity; brainstate refuses the new tree structure after tracing and leaves a tracer in the State "
-    "(and the layer's in_unit set). The layer could refuse this up front; until then give in_unit=.",
-)
 def test_unit_adoption_under_brainstate_jit_fails_cleanly():
+    """Adopting a unit would change brainstate States' structure inside the trace: refused up front."""
     x = jnp.asarray(data((4, 2))) * u.mV
     free = un.BatchNorm0d(2, **BS_TYPES)
-    with pytest.raises(ValueError, match="tree structure"):
+    with pytest.raises(ValueError, match=r"in_unit=u\.mV.*outside jit"):
         brainstate.transform.jit(lambda x: free(x))(x)
     assert free.in_unit is None
     assert not isinstance(free.running_mean.value, u.Quantity)  # no State was written
+    free(x)  # outside jit it adopts as usual
+    assert free.in_unit == u.mV
 
 
 def test_plain_jax_jit_refuses_brainstate_states():

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from unitnorm import _units, functional, init
 from unitnorm.nn._base import Module
-from unitnorm.state import BatchState, NormalizationParamState
+from unitnorm.state import BatchState, NormalizationParamState, State
 
 __all__ = ["BatchNorm0d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
@@ -207,6 +207,24 @@ class _BatchNorm(Module):
         self._check_epsilon_unit(ref)
         return float((self.epsilon * self.epsilon_unit).to_decimal(ref**2))
 
+    def _check_adoption(self, m: Any, ref: Any) -> None:
+        """Refuse to adopt a unit while traced when the States are not unitnorm's own.
+
+        Adopting turns the plain running statistics into Quantities. A plain
+        ``jax.jit`` of a unitnorm layer returns the new structure, but foreign
+        States (brainstate's, under ``brainstate.transform.jit``) cannot change
+        structure inside a trace: say so before anything is written.
+        """
+        if self.in_unit is not None or ref.is_unitless or not self.track_running_stats:
+            return
+        if isinstance(self.running_mean, State) or not isinstance(m, jax.core.Tracer):
+            return
+        raise ValueError(
+            f"{type(self).__name__}: cannot adopt the reference unit {ref} inside a traced call, because "
+            f"its States ({type(self.running_mean).__name__}) cannot change structure there; build the "
+            f"layer with in_unit=u.{ref}, or call it once outside jit"
+        )
+
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         n = len(self.in_size)
         if len(shape) not in (n, n + 1) or tuple(shape[-n:]) != self.in_size:
@@ -345,6 +363,7 @@ class _BatchNorm(Module):
         functional.check_numeric(m, who)
         self._check_shape(m.shape)
         ref = self._reference_unit(xunit)
+        self._check_adoption(m, ref)
         if xunit != ref:
             m = _units.to_mantissa(x, ref)
         eps = self._epsilon_in(ref)
