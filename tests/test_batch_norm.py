@@ -117,6 +117,24 @@ def test_modes_and_call_override():
     assert layer.train() is layer and layer.training
 
 
+def test_dimensionless_scaled_reference_unit_keeps_running_stats():
+    ratio = u.mV / u.volt  # dimensionless, scale 1e-3
+    x = jnp.array([[1.0, 2.0], [3.0, 6.0]])
+    layer = un.BatchNorm0d(2, momentum=0.5, in_unit=ratio)
+    layer(x * ratio)
+    layer(x * ratio)
+    # running mean in decimals: 0.5 * (0.5 * 0 + 0.5 * m) + 0.5 * m with m the batch mean in decimals
+    np.testing.assert_allclose(np.asarray(layer.running_mean.value), [0.0015, 0.003], rtol=1e-5)
+    fresh = un.BatchNorm0d(2, in_unit=ratio).eval()  # running stats 0 and 1 in ratio units
+    np.testing.assert_allclose(np.asarray(fresh(x * ratio)), np.asarray(x) / np.sqrt(1 + 1e-5), rtol=1e-5)
+
+
+def test_grad_with_respect_to_a_cumulative_average_layer():
+    layer = un.BatchNorm0d(2, momentum=None)
+    grads = jax.grad(lambda layer, x: jnp.sum(layer(x) * jnp.arange(2.0)))(layer, data((5, 2)))
+    assert np.isfinite(np.asarray(grads.weight.value["bias"])).all()
+
+
 def test_momentum_none_is_cumulative_average():
     layer = un.BatchNorm0d(3, momentum=None)
     batches = [np.asarray(data((6, 3), seed=s, loc=s)) for s in range(4)]

@@ -29,6 +29,13 @@ def test_random_initializers_take_key_or_seed():
     assert w.unit == u.mV and float(w.mantissa.min()) >= -1 and float(w.mantissa.max()) < 1
 
 
+def test_plain_default_is_read_in_the_other_parameter_unit():
+    w = init.Normal(std=0.1 * u.mV, seed=0)((4000,))
+    assert w.unit == u.mV and abs(float(w.mantissa.std()) - 0.1) < 0.01
+    v = init.Uniform(high=2 * u.mV, seed=0)((1000,))
+    assert v.unit == u.mV and 0 <= float(v.mantissa.min()) and float(v.mantissa.max()) < 2
+
+
 def test_normal_std_of_other_dimension_is_unit_error():
     with pytest.raises(u.UnitMismatchError, match="Normal std"):
         init.Normal(0 * u.mV, 1 * u.nA)((2,))

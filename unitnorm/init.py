@@ -147,8 +147,8 @@ class Normal(Initializer):
     ----------
     mean : float or Quantity, default 0.0
     std : float or Quantity, default 1.0
-        Must have the dimension of ``mean``; the value carries ``mean``'s unit
-        (``std``'s when ``mean`` is a plain number).
+        Of one dimension; the value carries ``mean``'s unit (``std``'s when
+        ``mean`` is a plain number, which is then read in that unit).
     key : jax.Array, optional
         A PRNG key. Without one, ``jax.random.PRNGKey(seed)`` is used.
     seed : int, default 0
@@ -167,8 +167,8 @@ class Normal(Initializer):
 
     def __call__(self, shape: int | Sequence[int], dtype: Any = None) -> Any:
         unit = _units.unit_of(self.mean if _units.is_quantity(self.mean) else self.std)
-        mean = _units.to_mantissa(self.mean, unit, what="Normal mean", expected="Normal")
-        std = _units.to_mantissa(self.std, unit, what="Normal std", expected="Normal")
+        mean = _read_in(self.mean, unit, "Normal mean")
+        std = _read_in(self.std, unit, "Normal std")
         dtype = _float_dtype(dtype)
         z = jax.random.normal(_key(self.key, self.seed), _shape(shape), dtype)
         return _units.restore((mean + std * z).astype(dtype), unit)
@@ -181,7 +181,8 @@ class Uniform(Initializer):
     ----------
     low : float or Quantity, default 0.0
     high : float or Quantity, default 1.0
-        Must have the dimension of ``low``; the value carries ``low``'s unit.
+        Of one dimension; the value carries ``low``'s unit (``high``'s when
+        ``low`` is a plain number, which is then read in that unit).
     key : jax.Array, optional
         A PRNG key. Without one, ``jax.random.PRNGKey(seed)`` is used.
     seed : int, default 0
@@ -200,11 +201,18 @@ class Uniform(Initializer):
 
     def __call__(self, shape: int | Sequence[int], dtype: Any = None) -> Any:
         unit = _units.unit_of(self.low if _units.is_quantity(self.low) else self.high)
-        low = _units.to_mantissa(self.low, unit, what="Uniform low", expected="Uniform")
-        high = _units.to_mantissa(self.high, unit, what="Uniform high", expected="Uniform")
+        low = _read_in(self.low, unit, "Uniform low")
+        high = _read_in(self.high, unit, "Uniform high")
         dtype = _float_dtype(dtype)
         r = jax.random.uniform(_key(self.key, self.seed), _shape(shape), dtype)
         return _units.restore((low + (high - low) * r).astype(dtype), unit)
+
+
+def _read_in(value: Any, unit: Any, what: str) -> Any:
+    """Express a distribution parameter in ``unit``; a plain number is read as already in it."""
+    if _units.is_quantity(value):
+        return _units.to_mantissa(value, unit, what=what, expected=what.split()[0])
+    return jnp.asarray(value)
 
 
 def _broadcast(value: Any, shape: tuple[int, ...], dtype: Any, what: str) -> Any:

@@ -180,7 +180,8 @@ class _BatchNorm(Module):
             self.running_var = mean_type(_units.restore(jnp.ones(fshape, sdt), unit**2))
             names += ["running_mean", "running_var"]
             if self.momentum is None:
-                self.num_batches_tracked = mean_type(jnp.zeros((), jnp.int32))
+                # float32 (exact to 2**24 batches), so that jax.grad accepts the layer as a whole
+                self.num_batches_tracked = mean_type(jnp.zeros((), jnp.float32))
                 names.append("num_batches_tracked")
         self._state_names = tuple(names)
 
@@ -325,7 +326,8 @@ class _BatchNorm(Module):
 
     def _stat(self, state: Any, ref: Any, power: int) -> Any:
         value = state.value
-        if _units.is_quantity(value):
+        # a dimensionless but scaled reference unit (e.g. mV/V) stores plain decimals: convert them too
+        if _units.is_quantity(value) or (u.get_dim(ref).is_dimensionless and not ref.is_unitless):
             return _units.to_mantissa(
                 value, ref**power, what="running statistic", expected=type(self).__name__
             )
@@ -446,7 +448,10 @@ _COMMON_DOC = """
         a Quantity must have that dimension.
     momentum : float or None, default 0.99
         ``new = momentum * old + (1 - momentum) * batch`` (brainstate/flax;
-        PyTorch's 0.1 is 0.9 here). ``None`` keeps the exact cumulative average.
+        PyTorch's 0.1 is 0.9 here). ``None`` keeps the exact cumulative average,
+        counting batches in ``num_batches_tracked`` (one count for all features:
+        a batch in which a mask or ``nan_policy='omit'`` left a feature without
+        values leaves that feature's statistics as they were but still counts).
     affine : bool, default True
         Learn ``scale`` and ``bias``, held in ``weight.value``.
     bias_initializer, scale_initializer : initializer, default Constant(0.), Constant(1.)
