@@ -280,14 +280,10 @@ class _BatchNorm(Module):
             return _SLOW
         raxes, faxes, eps, ref2, out_dtype = plan
         rm = rv = None
-        momentum = self.momentum
         if self.track_running_stats:
             rm, rv = _mantissa_in(self.running_mean.value, ref), _mantissa_in(self.running_var.value, ref2)
             if rm is None or rv is None:
                 return _SLOW
-            if momentum is None:
-                n = self.num_batches_tracked.value
-                momentum = n / (n + 1)
         scale = bias = None
         out_unit = _units.UNITLESS
         if self.affine:
@@ -298,13 +294,40 @@ class _BatchNorm(Module):
             bias = _mantissa_in(weight["bias"], out_unit)
             if bias is None or not isinstance(scale, jax.Array) or _restore_kind(out_unit) == "scaled":
                 return _SLOW
-        y, new_mean, new_var = functional.batch_norm_mantissa(
+        y, new_mean, new_var = self._step(
+            m, rm, rv, scale, bias, None, eps, training, raxes, faxes, out_dtype
+        )
+        if self.track_running_stats and training:
+            kind = _restore_kind(ref)
+            self._write_running(_attach(new_mean, ref, kind), _attach(new_var, ref2, kind))
+        return _attach(y, out_unit, _restore_kind(out_unit))
+
+    def _step(
+        self,
+        m: Any,
+        rm: Any,
+        rv: Any,
+        scale: Any,
+        bias: Any,
+        mask: Any,
+        eps: Any,
+        training: bool,
+        raxes: tuple[int, ...],
+        faxes: tuple[int, ...],
+        out_dtype: Any,
+    ) -> tuple[Any, Any, Any]:
+        """Run the jitted batch-norm core with this layer's configuration (both call paths)."""
+        momentum = self.momentum
+        if momentum is None and self.track_running_stats:
+            n = self.num_batches_tracked.value
+            momentum = n / (n + 1)
+        return functional.batch_norm_mantissa(
             m,
             rm,
             rv,
             scale,
             bias,
-            None,
+            mask,
             momentum,
             eps,
             training=training,
@@ -316,13 +339,13 @@ class _BatchNorm(Module):
             axis_index_groups=self.axis_index_groups,
             out_dtype=out_dtype,
         )
-        if self.track_running_stats and training:
-            kind = _restore_kind(ref)
-            self.running_mean.value = _attach(new_mean, ref, kind)
-            self.running_var.value = _attach(new_var, ref2, kind)
-            if self.momentum is None:
-                self.num_batches_tracked.value = self.num_batches_tracked.value + 1
-        return _attach(y, out_unit, _restore_kind(out_unit))
+
+    def _write_running(self, mean: Any, var: Any) -> None:
+        """Store updated running statistics (already in the reference unit) and count the batch."""
+        self.running_mean.value = mean
+        self.running_var.value = var
+        if self.momentum is None:
+            self.num_batches_tracked.value = self.num_batches_tracked.value + 1
 
     def _stat(self, state: Any, ref: Any, power: int) -> Any:
         value = state.value
@@ -384,35 +407,17 @@ class _BatchNorm(Module):
             functional.check_batch_size(m.shape, raxes, who)
 
         rm = rv = None
-        momentum = self.momentum
         if self.track_running_stats:
             rm = self._stat(self.running_mean, ref, 1)
             rv = self._stat(self.running_var, ref, 2)
-            if momentum is None:
-                n = self.num_batches_tracked.value
-                momentum = n / (n + 1)
         scale = bias = None
         out_unit = _units.UNITLESS
         if self.affine:
             scale, out_unit = _units.split(self.weight.value["scale"])
             bias = _units.to_mantissa(self.weight.value["bias"], out_unit, what="bias", expected=who)
-        y, new_mean, new_var = functional.batch_norm_mantissa(
-            m,
-            rm,
-            rv,
-            scale,
-            bias,
-            mask,
-            momentum,
-            eps,
-            training=training,
-            has_running=self.track_running_stats,
-            reduction_axes=raxes,
-            feature_axes=faxes,
-            use_fast_variance=self.use_fast_variance,
-            axis_name=self.axis_name,
-            axis_index_groups=self.axis_index_groups,
-            out_dtype=functional.output_dtype(m.dtype, self.dtype),
+        out_dtype = functional.output_dtype(m.dtype, self.dtype)
+        y, new_mean, new_var = self._step(
+            m, rm, rv, scale, bias, mask, eps, training, raxes, faxes, out_dtype
         )
         if self.track_running_stats and training:
             # features with no counted value (or, traced under 'raise', a non-finite one) keep their stats
@@ -421,10 +426,7 @@ class _BatchNorm(Module):
                 new_mean, new_var = jnp.where(ok, new_mean, rm), jnp.where(ok, new_var, rv)
         # every check passed and the math ran: now, and only now, write state
         if self.track_running_stats and training:
-            self.running_mean.value = _units.restore(new_mean, ref)
-            self.running_var.value = _units.restore(new_var, ref**2)
-            if self.momentum is None:
-                self.num_batches_tracked.value = self.num_batches_tracked.value + 1
+            self._write_running(_units.restore(new_mean, ref), _units.restore(new_var, ref**2))
         elif self.track_running_stats and self.in_unit is None and not ref.is_unitless:
             self.running_mean.value = _units.restore(rm, ref)
             self.running_var.value = _units.restore(rv, ref**2)
