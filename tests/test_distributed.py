@@ -225,6 +225,15 @@ def test_sharded_jit_with_explicit_mesh_axes_fast():
     np.testing.assert_allclose(np.asarray(var), np_stats(x)[1], **TOL)
 
 
+def assert_equal_within_groups(mean, var, x, mask):
+    """Every device of each group in GROUPS holds its group's full-batch statistics."""
+    for group in GROUPS:
+        ref_mean, ref_var = np_stats(x, mask, devices=group)
+        for d in group:
+            np.testing.assert_allclose(np.asarray(mean)[d], ref_mean, **TOL)
+            np.testing.assert_allclose(np.asarray(var)[d], ref_var, **TOL)
+
+
 @child_only
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("mask_name", ["none", "ragged", "random"])
@@ -232,11 +241,7 @@ def test_pmap_axis_index_groups(fast, mask_name):
     x, mask = device_data(seed=6), MASKS[mask_name]
     mask_in = np.ones(x.shape, bool) if mask is None else mask
     mean, var = jax.pmap(stats_fn(fast, GROUPS), axis_name="b")(x, mask_in)
-    for group in GROUPS:
-        ref_mean, ref_var = np_stats(x, mask, devices=group)
-        for d in group:
-            np.testing.assert_allclose(np.asarray(mean)[d], ref_mean, **TOL)
-            np.testing.assert_allclose(np.asarray(var)[d], ref_var, **TOL)
+    assert_equal_within_groups(mean, var, x, mask)
 
 
 @child_only
@@ -252,11 +257,7 @@ def test_shard_map_axis_index_groups_fast(mask_name):
         out_specs=P("b"),
     )
     mean, var = jax.jit(f)(shard(x, m), shard(mask_in, m))
-    for group in GROUPS:
-        ref_mean, ref_var = np_stats(x, mask, devices=group)
-        for d in group:
-            np.testing.assert_allclose(np.asarray(mean)[d], ref_mean, **TOL)
-            np.testing.assert_allclose(np.asarray(var)[d], ref_var, **TOL)
+    assert_equal_within_groups(mean, var, x, mask)
 
 
 @child_only
@@ -271,11 +272,7 @@ def test_shard_map_axis_index_groups_two_pass():
         out_specs=P("b"),
     )
     mean, var = jax.jit(f)(shard(x, m))
-    for group in GROUPS:
-        ref_mean, ref_var = np_stats(x, None, devices=group)
-        for d in group:
-            np.testing.assert_allclose(np.asarray(mean)[d], ref_mean, **TOL)
-            np.testing.assert_allclose(np.asarray(var)[d], ref_var, **TOL)
+    assert_equal_within_groups(mean, var, x, None)
 
 
 LAYER_MASKS = {
