@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _oracle import U32, assert_close_f32, f32_bound
 from flax import nnx
 
 import unitnorm as un
@@ -84,35 +85,61 @@ def test_functional_jit_equals_eager_with_traced_momentum():
 # --- gradients ---------------------------------------------------------------------------------------
 
 
+def _batch_norm_grads_float64(x, w, eps):
+    """d/dx, d/dscale, d/dbias of sum(batch_norm(x) * w) over axes (0, 1), in float64 (textbook backward)."""
+    x = np.asarray(x, np.float64)
+    sigma = np.sqrt(x.var((0, 1)) + eps)
+    x_hat = (x - x.mean((0, 1))) / sigma
+    g_x = (w - w.mean((0, 1)) - x_hat * (w * x_hat).mean((0, 1))) / sigma
+    return g_x, (w * x_hat).sum((0, 1)), w.sum((0, 1)), x_hat, sigma
+
+
+def _grad_bounds(x, w, eps, *, unshifted=False, k=8.0):
+    """Error bounds on float32 gradients of sum(batch_norm(x) * w), from the bound on x_hat (see _oracle)."""
+    g_x, _, _, x_hat, sigma = _batch_norm_grads_float64(x, w, eps)
+    n = x.shape[0] * x.shape[1]
+    b_hat = f32_bound(x, (0, 1), eps=eps, unshifted=unshifted, k=k)  # absolute error on x_hat
+    w_max, h_max = np.abs(w).max(), np.abs(x_hat).max()
+    sums = k * U32 * np.sqrt(n) * w_max * (1 + h_max**2)
+    b_x = (sums + b_hat * w_max * (1 + 2 * h_max)) / sigma.min() + np.abs(g_x).max() * b_hat
+    b_scale = np.abs(w).sum((0, 1)).max() * b_hat + k * U32 * np.sqrt(n) * np.abs(w * x_hat).sum((0, 1)).max()
+    b_bias = k * U32 * np.sqrt(n) * np.abs(w).sum((0, 1)).max()
+    return b_x, b_scale, b_bias
+
+
 @pytest.mark.parametrize("fast", [True, False])
-def test_grads_finite_and_equal_to_flax(fast):
-    """d/dx, d/dscale, d/dbias of a weighted sum agree with flax.nnx.BatchNorm on the same numbers."""
+def test_grads_finite_and_equal_to_float64_and_flax(fast):
+    """d/dx, d/dscale, d/dbias of a weighted sum equal the float64 backward, and flax.nnx where flax is exact.
+
+    Data at -65 mV +- 3 mV: flax's fast variance (E[x^2] - E[x]^2, no shift) loses
+    about log10(65^2 / 9) digits there, so flax is an oracle only for its two-pass
+    path; every bound comes from the data (tests/_oracle.py), not from this CPU.
+    """
     x_m = data((8, 10, 4), seed=1, loc=-65.0, scale=3.0)
-    w = data((8, 10, 4), seed=2)
+    w = data((8, 10, 4), seed=2).astype(np.float64)
     layer = un.BatchNorm1d((10, 4), in_unit=u.mV, use_fast_variance=fast)
 
     def ours(params, x):
-        return jnp.sum(un.load_params(layer, params)(x * u.mV) * w)
+        return jnp.sum(un.load_params(layer, params)(x * u.mV) * w.astype(np.float32))
 
     g_params, g_x = jax.grad(ours, argnums=(0, 1))(un.params(layer), jnp.asarray(x_m))
+    grads = (g_x, g_params["weight"]["scale"], g_params["weight"]["bias"])
+    for g in grads:
+        assert np.isfinite(np.asarray(g)).all()
+    truth = _batch_norm_grads_float64(x_m, w, 1e-5)[:3]
+    for g, ref, bound in zip(grads, truth, _grad_bounds(x_m, w, 1e-5), strict=True):
+        assert_close_f32(g, ref, bound)
 
-    bn = nnx.BatchNorm(4, epsilon=1e-5, use_fast_variance=fast, rngs=nnx.Rngs(0))
+    bn = nnx.BatchNorm(4, epsilon=1e-5, use_fast_variance=False, rngs=nnx.Rngs(0))
 
     def theirs(bn, x):
-        return jnp.sum(bn(x, use_running_average=False) * w)
+        return jnp.sum(bn(x, use_running_average=False) * w.astype(np.float32))
 
     f_params, f_x = nnx.grad(theirs, argnums=(0, 1))(bn, jnp.asarray(x_m))
-    for g in (g_x, g_params["weight"]["scale"], g_params["weight"]["bias"]):
-        assert np.isfinite(np.asarray(g)).all()
-    np.testing.assert_allclose(np.asarray(g_x), np.asarray(f_x), rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(
-        np.asarray(g_params["weight"]["scale"]), np.asarray(f_params["scale"][...]), rtol=1e-4, atol=1e-4
-    )
-    np.testing.assert_allclose(
-        np.asarray(g_params["weight"]["bias"]), np.asarray(f_params["bias"][...]), rtol=1e-5, atol=1e-5
-    )
-    # d/dbias of sum(y * w) is the sum of w per channel: an exact reference
-    np.testing.assert_allclose(np.asarray(g_params["weight"]["bias"]), w.sum((0, 1)), rtol=1e-5)
+    flax_grads = (f_x, f_params["scale"][...], f_params["bias"][...])
+    # two float32 results, each within its bound of the truth, are within twice the bound of each other
+    for g, f, bound in zip(grads, flax_grads, _grad_bounds(x_m, w, 1e-5), strict=True):
+        assert_close_f32(g, f, 2 * bound)
 
 
 def test_grad_with_respect_to_quantity_input_and_mv_scale():

@@ -1,6 +1,15 @@
-"""unitnorm: units-aware normalization layers for JAX."""
+"""unitnorm: units-aware normalization layers for JAX.
 
-from unitnorm import functional, init
+Submodules are attributes of the package: ``functional``, ``init``, ``nn`` and
+``state`` are imported with it; ``io`` and ``preprocessing`` on first use
+(``un.io.read_edf(...)``), so ``import unitnorm`` never imports pyedflib, pynwb,
+MNE or neo.
+"""
+
+import importlib
+from typing import Any
+
+from unitnorm import functional, init, nn, state
 from unitnorm._checkpoint import load, save
 from unitnorm._units import UnitError
 from unitnorm.functional import weight_standardization
@@ -19,6 +28,22 @@ from unitnorm.nn._params import load_params, merge, params, partition
 from unitnorm.state import BatchState, NormalizationParamState, ParamState, State
 
 __version__ = "0.1.0"
+
+# submodules imported on first attribute access (module-level __getattr__, PEP 562)
+_LAZY_SUBMODULES = ("io", "preprocessing")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module  # later lookups skip this function
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+
 
 __all__ = [
     "BatchNorm0d",
