@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -22,6 +23,14 @@ from typing import Any, NoReturn
 
 DEMO_FILE = "test_subsecond_crop.edf"
 DEMO_PLOT = "unitnorm-demo.png"
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every ``finally``/cleanup on the way out runs."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -264,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = demo if args.command == "demo" else None
     caught: list[warnings.WarningMessage] = []
+    # Batch schedulers stop jobs with SIGTERM: turn it into an exception, so the temporary output
+    # is removed on the way out (as for Ctrl-C), and exit 128 + 15 like a process killed by it.
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _in_main_thread() else None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -271,9 +283,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("unitnorm: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("unitnorm: terminated (SIGTERM); no output was written", file=sys.stderr)
+        return 143
     except Exception as err:  # one line, never a traceback: the files are data from strangers
         print(f"unitnorm: error: {_one_line(err, getattr(args, 'input', None))}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     seen = set()
     for w in caught:
         text = " ".join(str(w.message).split())
@@ -281,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             seen.add(text)
             print(f"unitnorm: warning: {w.category.__name__}: {text}", file=sys.stderr)
     return status
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":
