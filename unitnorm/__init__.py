@@ -20,6 +20,16 @@ from unitnorm.state import BatchState, NormalizationParamState, ParamState, Stat
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):  # noqa: ANN202 - module attribute hook
+    # unitnorm.preprocessing reads recordings through unitnorm.io: imported on first use only
+    if name == "preprocessing":
+        import importlib
+
+        return importlib.import_module("unitnorm.preprocessing")
+    raise AttributeError(f"module 'unitnorm' has no attribute {name!r}")
+
+
 __all__ = [
     "BatchNorm0d",
     "BatchNorm1d",
@@ -42,6 +52,7 @@ __all__ = [
     "merge",
     "params",
     "partition",
+    "preprocessing",
     "save",
     "weight_standardization",
 ]
