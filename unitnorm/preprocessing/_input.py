@@ -12,7 +12,7 @@ import numpy as np
 
 from unitnorm import _units
 from unitnorm.io._recording import Recording, factor
-from unitnorm.io._stream import chunk_size
+from unitnorm.io._stream import chunk_size, progress_bar
 
 __all__ = ["Layout", "Source", "layout_for", "read_input"]
 
@@ -52,16 +52,20 @@ class Source:
     def n_channels(self) -> int:
         return len(self.units)
 
-    def blocks(self, who: str, chunk_samples: int | None = None) -> Iterator[np.ndarray]:
+    def blocks(
+        self, who: str, chunk_samples: int | None = None, progress: bool | None = False
+    ) -> Iterator[np.ndarray]:
         """Yield float64 ``(n, channels)`` mantissas, each channel in ``self.units``."""
         if self.kind == "array":
             yield np.asarray(self.value, dtype=np.float64)
         elif self.kind == "recording":
             rec = self.value
             step = chunk_size(rec, None, chunk_samples)
-            with rec._reader() as read:
+            with rec._reader() as read, progress_bar(rec.n_samples, "statistics", progress) as update:
                 for start in range(0, rec.n_samples, step):
-                    yield read(start, min(rec.n_samples, start + step))
+                    block = read(start, min(rec.n_samples, start + step))
+                    update(block.shape[0])
+                    yield block
         else:
             for i, chunk in enumerate(self.value):
                 m, unit = _mantissa(chunk, f"{who} (chunk {i})")

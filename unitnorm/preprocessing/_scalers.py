@@ -107,7 +107,7 @@ class _Scaler:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, data: Any, *, chunk_samples: int | None = None) -> Any:
+    def fit(self, data: Any, *, chunk_samples: int | None = None, progress: bool | None = False) -> Any:
         """Fit the statistics to ``data``, forgetting anything seen before; returns ``self``.
 
         Parameters
@@ -116,6 +116,9 @@ class _Scaler:
             ``(time, channels)``. A Recording is read chunk by chunk (never whole).
         chunk_samples : int, optional
             Samples per chunk when reading a Recording (default about 2**20 values).
+        progress : bool, optional
+            A tqdm bar per pass over a Recording: ``False`` (default) never, ``None``
+            when stderr is a terminal, ``True`` always.
 
         Returns
         -------
@@ -123,6 +126,7 @@ class _Scaler:
         """
         src = read_input(data, f"{self._who}.fit")
         layout = layout_for(self.per, src.units, src.names, self._who)
+        self._progress = progress
         acc = self._fit_recording(src, layout, chunk_samples) if src.kind == "recording" else None
         if acc is None:
             acc = self._new_acc(layout.n_slots)
@@ -167,7 +171,7 @@ class _Scaler:
 
     def _accumulate(self, acc: Any, src: Source, layout: Layout, chunk_samples: int | None, who: str) -> None:
         factors = layout.factors(src.units, who)
-        for block in src.blocks(who, chunk_samples):
+        for block in src.blocks(who, chunk_samples, self.__dict__.pop("_progress", False)):
             block = self._prepare(block, factors, layout, who)
             self._update(acc, layout.split(block))
 
@@ -759,8 +763,10 @@ class _QuantileBase(_Scaler):
             lo, hi, _ = _exact.needed_ranks(n, levels)
             return [*lo.tolist(), *hi.tolist()]
 
+        progress = self.__dict__.pop("_progress", False)
+
         def chunks() -> Iterator[list[np.ndarray]]:
-            for block in src.blocks(who, chunk_samples):
+            for block in src.blocks(who, chunk_samples, progress):
                 yield layout.split(self._prepare(block, factors, layout, who))
 
         picked, count, nan = _exact.select_streamed(chunks, layout.n_slots, ranks, omit=True)

@@ -232,7 +232,7 @@ def channel_stats(
     chunk_seconds, chunk_samples : float or int, optional
         Chunk length (one of them; default about 2**20 values per chunk).
     progress : bool, optional
-        Accepted for compatibility; the statistics pass shows no bar.
+        Show a tqdm bar: ``None`` (default) only when stderr is a terminal.
 
     Returns
     -------
@@ -257,7 +257,7 @@ def channel_stats(
     """
     rec = _check_rec(recording, "channel_stats")
     step = chunk_size(rec, chunk_seconds, chunk_samples)
-    scaler = StandardScaler().fit(rec, chunk_samples=step)
+    scaler = StandardScaler().fit(rec, chunk_samples=step, progress=progress)
     count = int(scaler._stats["_count"][0][0])
     return ChannelStats(
         rec.channel_names,
@@ -290,7 +290,7 @@ def robust_stats(
     [1.] uV
     """
     rec = _check_rec(recording, "robust_stats")
-    scaler = RobustScaler(scale="mad").fit(rec, chunk_samples=chunk_samples)
+    scaler = RobustScaler(scale="mad").fit(rec, chunk_samples=chunk_samples, progress=progress)
     return RobustStats(
         rec.channel_names,
         rec.channel_units,
@@ -374,7 +374,7 @@ def normalize_recording(
     """
     rec = _check_rec(recording, "normalize_recording")
     step = chunk_size(rec, chunk_seconds, chunk_samples)
-    scaler = scaler_for(method).fit(rec, chunk_samples=step)
+    scaler = scaler_for(method).fit(rec, chunk_samples=step, progress=progress)
     normalized = scaler.transform(rec)
     out = np.empty((rec.n_samples, rec.n_channels), dtype=np.float32)
     with normalized._reader() as read:
@@ -382,8 +382,8 @@ def normalize_recording(
             stop = min(rec.n_samples, start + step)
             out[start:stop] = read(start, stop)
     if method == "mad":
-        return out, robust_stats(rec, chunk_samples=step)
-    return out, channel_stats(rec, chunk_samples=step)
+        return out, robust_stats(rec, chunk_samples=step, progress=progress)
+    return out, channel_stats(rec, chunk_samples=step, progress=progress)
 
 
 def write_normalized(
@@ -445,7 +445,7 @@ def write_normalized(
     rec = _check_rec(recording, "write_normalized")
     step = chunk_size(rec, chunk_seconds, chunk_samples)
     if scaler is None:
-        scaler = scaler_for(method).fit(rec, chunk_samples=step)
+        scaler = scaler_for(method).fit(rec, chunk_samples=step, progress=progress)
     else:
         scaler._check_fitted("write_normalized")
         method = _method_of(scaler)
