@@ -31,7 +31,7 @@ __all__ = ["CountTable", "interpolate", "needed_ranks", "select_sorted", "select
 #: Bins per histogram pass of :func:`select_streamed`.
 BINS = 4096
 #: A window with at most this many values is collected and selected from.
-COLLECT_LIMIT = 1 << 16
+COLLECT_LIMIT = 1 << 13
 #: Refinement passes after which a window is collected whatever its size (only
 #: reached by values packed closer than float64 histogram edges can separate).
 MAX_DEPTH = 8

@@ -555,9 +555,9 @@ def _scaled_recording(rec: Recording, a, b, center, scale, factors, offset) -> R
 # ---------------------------------------------------------------------------- moments
 
 
-def _block_moments(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean and M2 of one slot's values, NaNs left out (two passes over the block)."""
-    if np.isnan(v).any():
+def _block_moments(v: np.ndarray, omit: bool) -> tuple[int, float, float]:
+    """Return count, mean and M2 of one slot's values (two passes); ``omit`` leaves NaNs out."""
+    if omit and np.isnan(v).any():
         valid = ~np.isnan(v)
         n = int(valid.sum())
         if n == 0:
@@ -664,7 +664,8 @@ class StandardScaler(_Scaler):
         return {k: v.copy() for k, v in acc.items()}
 
     def _update(self, acc: dict[str, np.ndarray], slots: list[np.ndarray]) -> None:
-        parts = [_block_moments(v) for v in slots]
+        omit = self.nan_policy == "omit"
+        parts = [_block_moments(v, omit) for v in slots]
         n_b = np.array([p[0] for p in parts], dtype=np.int64)
         mean_b = np.array([p[1] for p in parts])
         m2_b = np.array([p[2] for p in parts])
