@@ -638,3 +638,25 @@ def test_exports():
         old = io.channel_stats
     assert old is pp.channel_stats
     assert not os.environ.get("UNITNORM_NEVER_SET")
+
+
+def test_bench_scalers_quick(monkeypatch):
+    # the benchmark runs and its cases agree with scikit-learn (no timing asserted)
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root))
+    spec = importlib.util.spec_from_file_location("bench_scalers", root / "benchmarks" / "bench_scalers.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "QUICK", (2, 20, 1, 5))
+    rows = bench.run(quick=True)
+    assert [r["case"] for r in rows][:2] == [
+        "sklearn StandardScaler.partial_fit",
+        "unitnorm StandardScaler.fit",
+    ]
+    for r in rows:
+        assert r["median_s"] > 0 and r["ratio_to_baseline"] > 0
+        if r["max_rel_diff"] is not None:
+            assert r["max_rel_diff"] < 1e-12
