@@ -660,3 +660,12 @@ def test_bench_scalers_quick(monkeypatch):
         assert r["median_s"] > 0 and r["ratio_to_baseline"] > 0
         if r["max_rel_diff"] is not None:
             assert r["max_rel_diff"] < 1e-12
+
+
+def test_scaler_layer_checkpoint(tmp_path):
+    x = _data(100, far=False)
+    layer = pp.RobustScaler().fit(x * u.mV).as_layer()
+    un.save(tmp_path / "layer.npz", layer)
+    back = un.load(tmp_path / "layer.npz")
+    assert type(back) is pp.ScalerLayer and back.in_unit == u.mV
+    np.testing.assert_array_equal(np.asarray(back(x * u.mV)), np.asarray(layer(x * u.mV)))

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import zipfile
 import zlib
@@ -410,9 +411,13 @@ def _layer_classes() -> dict[str, type]:
 
     out = {}
     for n in unitnorm.__all__:
-        obj = getattr(unitnorm, n, None)
+        obj = getattr(unitnorm, n, None) if n != "preprocessing" else None
         if isinstance(obj, type) and issubclass(obj, Module) and obj is not Module:
             out[obj.__name__] = obj
+    if "unitnorm.preprocessing" in sys.modules:  # a scaler's layer (ScalerLayer) once preprocessing is in use
+        from unitnorm.preprocessing import ScalerLayer
+
+        out[ScalerLayer.__name__] = ScalerLayer
     return out
 
 

@@ -126,11 +126,10 @@ class _Scaler:
         """
         src = read_input(data, f"{self._who}.fit")
         layout = layout_for(self.per, src.units, src.names, self._who)
-        self._progress = progress
-        acc = self._fit_recording(src, layout, chunk_samples) if src.kind == "recording" else None
+        acc = self._fit_recording(src, layout, chunk_samples, progress) if src.kind == "recording" else None
         if acc is None:
             acc = self._new_acc(layout.n_slots)
-            self._accumulate(acc, src, layout, chunk_samples, f"{self._who}.fit")
+            self._accumulate(acc, src, layout, chunk_samples, f"{self._who}.fit", progress)
         stats = self._finalize(acc, layout)
         self._check_flat_on_fit(stats, layout)
         self._commit(layout, acc, stats)
@@ -169,9 +168,17 @@ class _Scaler:
         self._commit(layout, acc, self._finalize(acc, layout))
         return self
 
-    def _accumulate(self, acc: Any, src: Source, layout: Layout, chunk_samples: int | None, who: str) -> None:
+    def _accumulate(
+        self,
+        acc: Any,
+        src: Source,
+        layout: Layout,
+        chunk_samples: int | None,
+        who: str,
+        progress: Any = False,
+    ) -> None:
         factors = layout.factors(src.units, who)
-        for block in src.blocks(who, chunk_samples, self.__dict__.pop("_progress", False)):
+        for block in src.blocks(who, chunk_samples, progress):
             block = self._prepare(block, factors, layout, who)
             self._update(acc, layout.split(block))
 
@@ -198,7 +205,7 @@ class _Scaler:
             )
         return "channel" + ("s " if len(cols) > 1 else " ") + ", ".join(map(str, cols))
 
-    def _fit_recording(self, src: Source, layout: Layout, chunk_samples: int | None) -> Any:
+    def _fit_recording(self, src: Source, layout: Layout, chunk_samples: int | None, progress: Any) -> Any:
         return None  # the default: stream the chunks into the accumulator
 
     # ------------------------------------------------------------------ fitted state
@@ -755,7 +762,7 @@ class _QuantileBase(_Scaler):
                 )[0]
         return q, mad
 
-    def _fit_recording(self, src: Source, layout: Layout, chunk_samples: int | None) -> Any:
+    def _fit_recording(self, src: Source, layout: Layout, chunk_samples: int | None, progress: Any) -> Any:
         who = f"{self._who}.fit"
         factors = layout.factors(src.units, who)
         levels = self._levels()
@@ -763,8 +770,6 @@ class _QuantileBase(_Scaler):
         def ranks(n: int) -> list[int]:
             lo, hi, _ = _exact.needed_ranks(n, levels)
             return [*lo.tolist(), *hi.tolist()]
-
-        progress = self.__dict__.pop("_progress", False)
 
         def chunks() -> Iterator[list[np.ndarray]]:
             for block in src.blocks(who, chunk_samples, progress):
