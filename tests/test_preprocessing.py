@@ -669,3 +669,15 @@ def test_scaler_layer_checkpoint(tmp_path):
     back = un.load(tmp_path / "layer.npz")
     assert type(back) is pp.ScalerLayer and back.in_unit == u.mV
     np.testing.assert_array_equal(np.asarray(back(x * u.mV)), np.asarray(layer(x * u.mV)))
+
+
+@pytest.mark.parametrize("make", SCALERS, ids=IDS)
+@given(a=st.floats(1e-3, 1e3), b=st.floats(-1e3, 1e3), seed=st.integers(0, 3))
+@settings(max_examples=8, deadline=None)
+def test_affine_invariance(make, a, b, seed):
+    # a x + b (a > 0) normalizes like x: center moves with b, spread scales with a
+    x = _data(150, seed=seed, far=False)
+    y = a * x + b
+    ref = make().fit(x).transform(x)
+    got = make().fit(y).transform(y)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=_atol(y) + _atol(x))

@@ -143,7 +143,6 @@ def _write_ems(rec: Any, out: str, args: argparse.Namespace, step: int | None) -
     import numpy as np
 
     from unitnorm import io, preprocessing
-    from unitnorm.io._recording import common_unit
 
     eps: Any = 1e-4
     if args.eps is not None:
@@ -157,7 +156,6 @@ def _write_ems(rec: Any, out: str, args: argparse.Namespace, step: int | None) -
         if args.init_block_size < 1:
             raise ValueError(f"--init-block-size must be >= 1, got {args.init_block_size}")
         kwargs["init_block_size"] = args.init_block_size
-    common_unit(rec.channel_names, rec.channel_units, "--method ems")  # one dimension, or a one-line error
     ems = preprocessing.ExponentialMovingStandardizer(**kwargs)
     source = _EmsSource(rec, ems, step or max(1, (1 << 20) // max(1, rec.n_channels)))
     lazy = io.Recording._from_source(
@@ -196,19 +194,25 @@ class _EmsSource:
 
         import numpy as np
 
+        from unitnorm.io._recording import attach, common_unit
+
+        target, conv = common_unit(self.rec.channel_names, self.rec.channel_units, "--method ems")
+
         @contextlib.contextmanager
         def opened() -> Any:
             self.ems.reset()
             expected = [0]
+            with self.rec._reader() as raw:  # the file is opened once, read in order
 
-            def read(start: int, stop: int, columns: Any) -> Any:
-                if start != expected[0]:
-                    raise ValueError("ems output must be read in order, from the start")
-                expected[0] = stop
-                block = np.asarray(self.ems.partial_transform(self.rec.read(start, stop)), dtype=np.float64)
-                return block[:, list(columns)]
+                def read(start: int, stop: int, columns: Any) -> Any:
+                    if start != expected[0]:
+                        raise ValueError("ems output must be read in order, from the start")
+                    expected[0] = stop
+                    chunk = attach(raw(start, stop) * conv, target)
+                    block = np.asarray(self.ems.partial_transform(chunk), dtype=np.float64)
+                    return block[:, list(columns)]
 
-            yield read
+                yield read
 
         return opened()
 
