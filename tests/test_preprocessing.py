@@ -579,6 +579,14 @@ def test_save_load_roundtrip(tmp_path, make):
         un.load(unfitted).transform(x)
 
 
+def test_save_load_keeps_statistics_not_computed(tmp_path):
+    s = pp.StandardScaler(with_std=False, per="dimension").fit(_data(30) * u.mV)
+    un.save(tmp_path / "s.npz", s)
+    back = un.load(tmp_path / "s.npz")
+    assert back.var_ is None and back.scale_ is None and back.mean_.unit == u.mV and back.mean_.shape == ()
+    np.testing.assert_array_equal(back.transform(_data(5) * u.mV), s.transform(_data(5) * u.mV))
+
+
 def test_load_refuses_unknown_scaler_class(tmp_path):
     path = tmp_path / "s.npz"
     un.save(path, pp.StandardScaler().fit(_data(20)))

@@ -431,7 +431,7 @@ class _Scaler:
             "units": list(layout.units),
             "pooled": layout.pooled,
             "names": None if layout.names is None else list(layout.names),
-            "powers": {k: p for k, (v, p) in self._stats.items() if v is not None},
+            "powers": {k: p for k, (v, p) in self._stats.items()},
         }
         arrays = {
             "stats": {k: np.asarray(v) for k, (v, p) in self._stats.items() if v is not None},
@@ -453,16 +453,20 @@ class _Scaler:
             return obj
         groups = tuple(np.array(g, dtype=np.int64) for g in fitted["groups"])
         n = sum(len(g) for g in groups)
+        if n == 0 or sorted(int(i) for g in groups for i in g) != list(range(n)):
+            raise ValueError(f"{where}: field 'groups' must list every channel index once")
         names = fitted["names"]
         layout = Layout(
             groups, tuple(fitted["units"]), bool(fitted["pooled"]), n, None if names is None else tuple(names)
         )
-        stats = {
-            k: (np.asarray(arrays["stats"][k], dtype=np.float64 if k != "_flat" else bool), int(p))
-            for k, p in fitted["powers"].items()
-        }
+        stats: dict[str, tuple[Any, int]] = {}
+        for k, p in fitted["powers"].items():
+            if k not in arrays["stats"]:  # a statistic the configuration does not compute (None)
+                stats[k] = (None, int(p))
+                continue
+            stats[k] = (np.asarray(arrays["stats"][k], dtype=bool if k == "_flat" else np.float64), int(p))
         for k, (v, _) in stats.items():
-            if v.shape != (layout.n_slots,):
+            if v is not None and v.shape != (layout.n_slots,):
                 raise ValueError(
                     f"{where}: field 'stats.{k}' expected shape ({layout.n_slots},), got {v.shape}"
                 )

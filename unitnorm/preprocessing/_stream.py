@@ -257,14 +257,26 @@ def channel_stats(
     """
     rec = _check_rec(recording, "channel_stats")
     step = chunk_size(rec, chunk_seconds, chunk_samples)
-    scaler = StandardScaler().fit(rec, chunk_samples=step, progress=progress)
-    count = int(scaler._stats["_count"][0][0])
+    return _channel_stats_of(rec, StandardScaler().fit(rec, chunk_samples=step, progress=progress))
+
+
+def _channel_stats_of(rec: Recording, scaler: StandardScaler) -> ChannelStats:
     return ChannelStats(
         rec.channel_names,
         rec.channel_units,
-        count,
+        int(scaler._stats["_count"][0][0]),
         _own_units(rec, scaler, "_mean", 1),
         _own_units(rec, scaler, "_m2", 2),
+    )
+
+
+def _robust_stats_of(rec: Recording, scaler: RobustScaler) -> RobustStats:
+    return RobustStats(
+        rec.channel_names,
+        rec.channel_units,
+        rec.n_samples,
+        _own_units(rec, scaler, "_median", 1),
+        _own_units(rec, scaler, "mad", 1),
     )
 
 
@@ -290,13 +302,8 @@ def robust_stats(
     [1.] uV
     """
     rec = _check_rec(recording, "robust_stats")
-    scaler = RobustScaler(scale="mad").fit(rec, chunk_samples=chunk_samples, progress=progress)
-    return RobustStats(
-        rec.channel_names,
-        rec.channel_units,
-        rec.n_samples,
-        _own_units(rec, scaler, "_median", 1),
-        _own_units(rec, scaler, "mad", 1),
+    return _robust_stats_of(
+        rec, RobustScaler(scale="mad").fit(rec, chunk_samples=chunk_samples, progress=progress)
     )
 
 
@@ -355,7 +362,8 @@ def normalize_recording(
     z : ndarray
         float32, shape ``(n_samples, n_channels)``, dimensionless.
     stats : ChannelStats or RobustStats
-        The mean and std (``RobustStats`` for ``'mad'``).
+        The mean and std (``RobustStats`` for ``'mad'``; for ``'robust'`` and
+        ``'quantile'`` one more pass computes the mean and std).
 
     Notes
     -----
@@ -382,7 +390,9 @@ def normalize_recording(
             stop = min(rec.n_samples, start + step)
             out[start:stop] = read(start, stop)
     if method == "mad":
-        return out, robust_stats(rec, chunk_samples=step, progress=progress)
+        return out, _robust_stats_of(rec, scaler)
+    if method == "zscore":
+        return out, _channel_stats_of(rec, scaler)
     return out, channel_stats(rec, chunk_samples=step, progress=progress)
 
 
