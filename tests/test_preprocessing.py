@@ -279,9 +279,7 @@ def test_quantiles_are_exact_order_statistics_after_refinement(monkeypatch):
 
 def test_iterable_of_chunks_in_and_out():
     x = _data(100)
-    s = pp.StandardScaler().fit(
-        iter([x[:40] * u.mV, x[40:].in_unit(u.volt) if False else (x[40:] / 1e3) * u.volt])
-    )
+    s = pp.StandardScaler().fit(iter([x[:40] * u.mV, (x[40:] / 1e3) * u.volt]))
     np.testing.assert_allclose(_m(s.mean_), x.mean(axis=0), rtol=1e-12)
     out = s.transform(iter([x[:10] * u.mV, x[10:] * u.mV]))
     assert not isinstance(out, np.ndarray)
@@ -689,3 +687,15 @@ def test_affine_invariance(make, a, b, seed):
     ref = make().fit(x).transform(x)
     got = make().fit(y).transform(y)
     np.testing.assert_allclose(got, ref, rtol=0, atol=_atol(y) + _atol(x))
+
+
+def test_output_kind_follows_the_input():
+    import jax.numpy as jnp
+
+    x = _data(40, far=False)
+    s = pp.StandardScaler().fit(x.tolist())  # nested lists read as one (time, channels) array
+    np.testing.assert_allclose(s.mean_, x.mean(0), rtol=1e-12)
+    assert isinstance(s.transform(x), np.ndarray)
+    y = s.transform(jnp.asarray(x, dtype=jnp.float32))
+    assert isinstance(y, jax.Array) and y.dtype == jnp.float32
+    assert s.transform(x.astype(np.int32)).dtype == np.float64
