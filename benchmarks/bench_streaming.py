@@ -7,7 +7,7 @@ One process, one file, the cases interleaved over the repeats and the median rep
   whole file in memory; the floor for this machine).
 - ``numpy pyedflib``: every channel read with pyedflib's ``readSignal`` (whole file in memory),
   then ``np.mean`` / ``np.std``.
-- ``unitnorm channel_stats``: ``unitnorm.io.channel_stats(read_edf(path))``, streaming in
+- ``unitnorm channel_stats``: ``unitnorm.preprocessing.channel_stats(read_edf(path))``, streaming in
   chunks with Chan's combination in float64 (memory bounded by the chunk).
 - ``unitnorm write_normalized``: both passes plus writing the normalized ``.npz``.
 
@@ -96,17 +96,17 @@ def numpy_pyedflib(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def unitnorm_stats(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from unitnorm import io
+    from unitnorm import io, preprocessing
 
-    stats = io.channel_stats(io.read_edf(path), progress=False)
+    stats = preprocessing.channel_stats(io.read_edf(path), progress=False)
     return stats.mean_mantissa, stats.std_mantissa
 
 
 def unitnorm_write(path: Path, out: Path) -> tuple[np.ndarray, np.ndarray]:
-    from unitnorm import io
+    from unitnorm import io, preprocessing
 
-    stats = io.write_normalized(io.read_edf(path), out, progress=False)
-    return stats.mean_mantissa, stats.std_mantissa
+    scaler = preprocessing.write_normalized(io.read_edf(path), out, progress=False)
+    return np.asarray(scaler.mean_.mantissa), np.asarray(scaler.scale_.mantissa)
 
 
 def run(quick: bool) -> list[dict]:

@@ -19,6 +19,7 @@ import pytest
 
 import unitnorm as un
 from unitnorm import io
+from unitnorm import preprocessing as pp
 from unitnorm.__main__ import main
 
 pyedflib = pytest.importorskip("pyedflib")
@@ -30,7 +31,7 @@ BUNDLED = Path(un.__file__).parent / "data" / "test_subsecond_crop.edf"
 BDF = Path(pyedflib.__file__).parent / "tests" / "data" / "test_generator.bdf"
 
 
-def _write_nwb(path: Path) -> None:
+def _write_nwb(path: Path, seed: int = 5) -> None:
     from pynwb.ecephys import ElectricalSeries
 
     nwb = pynwb.NWBFile(
@@ -42,7 +43,7 @@ def _write_nwb(path: Path) -> None:
     group = nwb.create_electrode_group(name="g", description="d", location="CA1", device=device)
     for _ in range(3):
         nwb.add_electrode(group=group, location="CA1")
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     nwb.add_acquisition(
         ElectricalSeries(
             name="raw",
@@ -78,6 +79,19 @@ CASES: dict[str, list[str]] = {
     "corrupt_header": ["normalize", "{d}/corrupt.edf", "--out", "{o}/x.npz"],
     "unknown_unit": ["normalize", "{d}/unknown_unit.edf", "--out", "{o}/x.npz"],
     "no_such_channel": ["normalize", "{d}/eeg.edf", "--channels", "Cz", "--out", "{o}/x.npz"],
+    # fit on one recording, save the scaler; then apply it to another (below, after this batch)
+    "save_stats": [
+        "normalize",
+        "{d}/session.nwb",
+        "--name",
+        "raw",
+        "--out",
+        "{o}/fit.npz",
+        "--method",
+        "robust",
+        "--save-stats",
+        "{o}/stats.npz",
+    ],
 }
 # The same checks in process (main(argv)), to keep the suite fast: each subprocess imports jax.
 IN_PROCESS: dict[str, list[str]] = {
@@ -87,7 +101,7 @@ IN_PROCESS: dict[str, list[str]] = {
         "--out",
         "{o}/eeg.npz",
         "--method",
-        "robust",
+        "mad",
         "--chunk-seconds",
         "7",
     ],
@@ -100,6 +114,59 @@ IN_PROCESS: dict[str, list[str]] = {
     "overwrite_input": ["normalize", "{d}/victim.edf", "--out", "{d}/victim.edf"],
     "no_out_folder": ["normalize", "{d}/eeg.edf", "--out", "{o}/no/such/folder/x.npz"],
     "bad_chunk": ["normalize", "{d}/eeg.edf", "--out", "{o}/x.npz", "--chunk-seconds", "-2"],
+    "quantile": [
+        "normalize",
+        "{d}/eeg.edf",
+        "--out",
+        "{o}/q.npz",
+        "--method",
+        "quantile",
+        "--chunk-seconds",
+        "5",
+    ],
+    "stats_wrong_method": [
+        "normalize",
+        "{d}/eeg.edf",
+        "--out",
+        "{o}/x.npz",
+        "--stats",
+        "{d}/eeg_stats.npz",
+        "--method",
+        "zscore",
+    ],
+    "stats_missing_channels": [
+        "normalize",
+        "{d}/eeg.edf",
+        "--out",
+        "{o}/x.npz",
+        "--stats",
+        "{d}/nwb_stats.npz",
+    ],
+    "ems": [
+        "normalize",
+        "{d}/eeg.edf",
+        "--out",
+        "{o}/ems.npz",
+        "--method",
+        "ems",
+        "--eps",
+        "1e-4uV",
+        "--factor-new",
+        "0.01",
+        "--chunk-seconds",
+        "3",
+    ],
+    "ems_bad_eps": [
+        "normalize",
+        "{d}/eeg.edf",
+        "--out",
+        "{o}/x.npz",
+        "--method",
+        "ems",
+        "--eps",
+        "1e-4furlong",
+    ],
+    "ems_option_without_ems": ["normalize", "{d}/eeg.edf", "--out", "{o}/x.npz", "--eps", "1uV"],
 }
 
 
@@ -121,6 +188,10 @@ def runs(tmp_path_factory):
     (work / "truncated.edf").write_bytes(raw[: 768 + 296 * 10 + 100])  # header claims 120 records
     _write_unknown_unit_edf(work / "unknown_unit.edf")
     _write_nwb(work / "session.nwb")
+    _write_nwb(work / "other_session.nwb", seed=6)
+    # saved scalers for the --stats error cases
+    un.save(work / "eeg_stats.npz", pp.RobustScaler(scale="mad").fit(io.read_edf(work / "eeg.edf")))
+    un.save(work / "nwb_stats.npz", pp.StandardScaler().fit(io.read_nwb(work / "session.nwb", name="raw")))
 
     def run(name):
         out = work / f"out_{name}"
@@ -160,7 +231,7 @@ def test_normalize_edf(runs):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     rec = io.read_edf(BUNDLED)
-    z, stats = io.normalize_recording(rec)
+    z, stats = pp.normalize_recording(rec)
     with np.load(out / "eeg.npz", allow_pickle=False) as npz:
         np.testing.assert_allclose(npz["data"], z, atol=1e-6)
         assert npz["data"].shape == (15360, 1)
@@ -180,7 +251,7 @@ def test_normalize_robust_and_chunks(runs, run_main):
     assert proc.returncode == 0, proc.stderr
     loaded = io.load_normalized(out / "eeg.npz")
     rec = io.read_edf(BUNDLED)
-    z, robust = io.normalize_recording(rec, method="robust")
+    z, robust = pp.normalize_recording(rec, method="mad")
     np.testing.assert_allclose(loaded["data"], z, atol=1e-6)
     assert float(loaded["mad"][0].mantissa) == pytest.approx(float(robust.mad_mantissa[0]), rel=1e-12)
     assert "median" in proc.stdout and "MAD" in proc.stdout
@@ -214,6 +285,85 @@ def test_normalize_bdf_channel(run_main):
     with np.load(out / "bdf.npz", allow_pickle=False) as npz:
         assert npz["channel_names"].tolist() == ["sine 5Hz"]
         np.testing.assert_allclose(npz["data"][:, 0], (values - values.mean()) / values.std(), atol=1e-5)
+
+
+def _percentile_scale(x, lo, hi):
+    # independent float64 reference: NumPy's percentiles (what scikit-learn's RobustScaler uses)
+    q = np.percentile(x, [lo, 50, hi], axis=0)
+    return q[1], q[2] - q[0]
+
+
+def test_normalize_methods_robust_quantile(run_main):
+    proc, out = run_main("quantile")
+    assert proc.returncode == 0, proc.stderr
+    x = io.read_edf(BUNDLED).data.mantissa
+    q = np.quantile(x, [0.01, 0.5, 0.99], axis=0)
+    with np.load(out / "q.npz", allow_pickle=False) as npz:
+        np.testing.assert_allclose(npz["data"], (x - q[1]) / (q[2] - q[0]), rtol=1e-6, atol=1e-6)
+        assert str(npz["method"]) == "quantile"
+
+
+def test_save_stats_then_apply_to_another_recording(runs):
+    proc, out = runs["save_stats"]
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "RobustScaler" in proc.stdout
+    fitted = un.load(out / "stats.npz")
+    assert isinstance(fitted, pp.RobustScaler) and fitted.channel_names_ == ("0", "1", "2")
+    x = io.read_nwb(runs["work"] / "session.nwb", name="raw").data
+    center, scale = _percentile_scale(np.asarray(x.mantissa), 25, 75)
+    np.testing.assert_allclose(fitted.center_.to_decimal(x.unit), center, rtol=1e-12)
+    np.testing.assert_allclose(fitted.scale_.to_decimal(x.unit), scale, rtol=1e-12)
+    # apply the saved statistics to another recording, in a fresh process
+    other = runs["work"] / "other_session.nwb"
+    applied = out / "applied.npz"
+    args = [
+        "normalize",
+        str(other),
+        "--name",
+        "raw",
+        "--out",
+        str(applied),
+        "--stats",
+        str(out / "stats.npz"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "unitnorm", *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    y = io.read_nwb(other, name="raw").data
+    with np.load(applied, allow_pickle=False) as npz:
+        assert str(npz["method"]) == "robust"
+        expected = (np.asarray(y.to_decimal(x.unit)) - center) / scale
+        np.testing.assert_allclose(npz["data"], expected, rtol=1e-5, atol=1e-5)
+
+
+def _braindecode_ems(x, factor_new, eps):
+    # float64 re-implementation of Braindecode's exponential_moving_standardize (pandas ewm, adjust=True,
+    # braindecode/preprocessing/preprocess.py): mean and mean square as weighted sums with weights
+    # (1 - factor_new)**age, normalized by the sum of the weights
+    w = 1.0 - factor_new
+    num = np.zeros(x.shape[1])
+    den = 0.0
+    snum = np.zeros(x.shape[1])
+    out = np.empty_like(x)
+    for t, row in enumerate(x):
+        num = row + w * num
+        den = 1.0 + w * den
+        d = row - num / den
+        snum = d * d + w * snum
+        out[t] = d / np.maximum(eps, np.sqrt(snum / den))
+    return out
+
+
+def test_normalize_ems_streams_with_a_unit_eps(run_main):
+    proc, out = run_main("ems")
+    assert proc.returncode == 0, proc.stderr
+    x = io.read_edf(BUNDLED).data  # in uV, so --eps 1e-4uV is 1e-4 in the mantissa's unit
+    expected = _braindecode_ems(np.asarray(x.mantissa, dtype=np.float64), 0.01, 1e-4)
+    with np.load(out / "ems.npz", allow_pickle=False) as npz:
+        assert str(npz["method"]) == "ems" and npz["data"].dtype == np.float32
+        # float32 output of an O(1) signal; chunked in 3 s pieces with the state carried over
+        np.testing.assert_allclose(npz["data"], expected, rtol=1e-3, atol=1e-3)
 
 
 def test_demo(runs):
@@ -275,6 +425,10 @@ def test_bad_input_subprocess(runs, case, match):
         ("overwrite_input", r"victim\.edf: the output would overwrite the input"),
         ("no_out_folder", r"x\.npz: the output folder .* does not exist"),
         ("bad_chunk", r"--chunk-seconds must be a positive number of seconds, got -2\.0"),
+        ("stats_wrong_method", r"--method zscore does not match --stats .*eeg_stats\.npz, which holds mad"),
+        ("stats_missing_channels", r"eeg\.edf lacks the channels '0', '1', '2' of --stats"),
+        ("ems_bad_eps", r"unknown unit 'furlong'"),
+        ("ems_option_without_ems", r"--factor-new, --init-block-size and --eps apply to --method ems only"),
     ],
 )
 def test_bad_input_in_process(run_main, case, match):

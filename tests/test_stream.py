@@ -1,4 +1,4 @@
-"""Streaming statistics and normalization of recordings (unitnorm.io._stream).
+"""Streaming statistics and normalization of recordings (unitnorm.preprocessing; writers in unitnorm.io).
 
 References: float64 NumPy formulas on the whole array, and unitnorm.functional in memory.
 """
@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 import unitnorm as un
 from unitnorm import io
+from unitnorm import preprocessing as pp
 from unitnorm.io import _stream
+from unitnorm.preprocessing import _exact
 
 BUNDLED = Path(un.__file__).parent / "data" / "test_subsecond_crop.edf"
 
@@ -39,10 +41,10 @@ def _data(n=997, c=3, seed=0):
 def test_merge_equals_whole(sizes):
     x = _data(sum(sizes))
     names, units = ["a", "b", "c"], [u.mvolt] * 3
-    stats = io.ChannelStats.of_block(names, units, np.empty((0, 3)))
+    stats = pp.ChannelStats.of_block(names, units, np.empty((0, 3)))
     start = 0
     for size in sizes:
-        stats = stats.merge(io.ChannelStats.of_block(names, units, x[start : start + size]))
+        stats = stats.merge(pp.ChannelStats.of_block(names, units, x[start : start + size]))
         start += size
     assert stats.count == x.shape[0]
     np.testing.assert_allclose(stats.mean_mantissa, x.mean(axis=0), rtol=1e-13)
@@ -51,26 +53,26 @@ def test_merge_equals_whole(sizes):
 
 
 def test_merge_rejects_other_channels():
-    a = io.ChannelStats.of_block(["a"], ["mV"], np.ones((2, 1)))
-    b = io.ChannelStats.of_block(["a"], ["uV"], np.ones((2, 1)))
+    a = pp.ChannelStats.of_block(["a"], ["mV"], np.ones((2, 1)))
+    b = pp.ChannelStats.of_block(["a"], ["uV"], np.ones((2, 1)))
     with pytest.raises(ValueError, match="same channel names and units"):
         a.merge(b)
     with pytest.raises(TypeError, match="ChannelStats.merge expected ChannelStats"):
         a.merge(np.ones(2))
     with pytest.raises(ValueError, match=r"block of shape \(samples, 1\)"):
-        io.ChannelStats.of_block(["a"], ["mV"], np.ones((2, 2)))
+        pp.ChannelStats.of_block(["a"], ["mV"], np.ones((2, 2)))
 
 
 def test_stats_units():
     x = _data(50, 2)
     rec = io.Recording(x, 100.0, ["v", "i"], ["mV", "nA"])
-    stats = io.channel_stats(rec)
+    stats = pp.channel_stats(rec)
     mean, std = stats.channel("i")
     assert mean.unit == u.namp and std.unit == u.namp
     assert float(mean.mantissa) == pytest.approx(x[:, 1].mean(), rel=1e-14)
     with pytest.raises(u.UnitMismatchError, match=r"ChannelStats.mean needs channels of one dimension"):
         _ = stats.mean
-    same = io.channel_stats(io.Recording(x, 100.0, ["a", "b"], ["mV", "uV"]))
+    same = pp.channel_stats(io.Recording(x, 100.0, ["a", "b"], ["mV", "uV"]))
     assert same.mean.unit == u.mvolt and same.var.unit == u.mvolt**2
     np.testing.assert_allclose(same.mean.mantissa, x.mean(0) * [1.0, 1e-3], rtol=1e-13)
     np.testing.assert_allclose(same.var.mantissa, x.var(0) * [1.0, 1e-6], rtol=1e-9)
@@ -86,8 +88,8 @@ def test_stats_units():
 def test_streaming_stats_equal_in_memory(chunk):
     x = _data()
     rec = io.Recording(x * u.mV, 1000 * u.Hz)
-    stats = io.channel_stats(rec, chunk_samples=chunk)
-    whole = io.channel_stats(rec, chunk_samples=x.shape[0])
+    stats = pp.channel_stats(rec, chunk_samples=chunk)
+    whole = pp.channel_stats(rec, chunk_samples=x.shape[0])
     np.testing.assert_allclose(stats.mean_mantissa, whole.mean_mantissa, rtol=1e-6)
     np.testing.assert_allclose(stats.var_mantissa, whole.var_mantissa, rtol=1e-6)
     # and both equal the float64 NumPy formula
@@ -100,8 +102,8 @@ def test_streaming_stats_equal_in_memory(chunk):
 def test_streaming_normalization_equals_in_memory(chunk):
     x = _data()
     rec = io.Recording(x * u.mV, 1000 * u.Hz)
-    z, _ = io.normalize_recording(rec, chunk_samples=chunk)
-    z_whole, _ = io.normalize_recording(rec, chunk_samples=x.shape[0])
+    z, _ = pp.normalize_recording(rec, chunk_samples=chunk)
+    z_whole, _ = pp.normalize_recording(rec, chunk_samples=x.shape[0])
     np.testing.assert_allclose(z, z_whole, atol=1e-6, rtol=0)
     std = x.std(0)
     expected = np.where(std > 0, (x - x.mean(0)) / np.where(std > 0, std, 1), 0.0)
@@ -111,7 +113,7 @@ def test_streaming_normalization_equals_in_memory(chunk):
 
 def test_streaming_agrees_with_functional_compute_stats():
     rec = io.read_edf(BUNDLED)
-    stats = io.channel_stats(rec, chunk_seconds=7.0)
+    stats = pp.channel_stats(rec, chunk_seconds=7.0)
     mean, var = un.functional.compute_stats(rec.data, axes=0)  # in memory, float32, JAX
     assert mean.unit == u.uvolt
     np.testing.assert_allclose(
@@ -119,7 +121,7 @@ def test_streaming_agrees_with_functional_compute_stats():
     )
     np.testing.assert_allclose(np.asarray(var.mantissa), stats.var_mantissa, rtol=1e-5)
     y = un.functional.normalize(rec.data, mean, var, reduction_axes=0, epsilon=0.0 * u.uvolt**2)
-    z, _ = io.normalize_recording(rec, chunk_seconds=7.0)
+    z, _ = pp.normalize_recording(rec, chunk_seconds=7.0)
     np.testing.assert_allclose(np.asarray(y), z, atol=2e-6)
 
 
@@ -127,14 +129,14 @@ def test_volts_and_microvolts_give_same_zscores():
     x = _data(500, 2)
     in_v = io.Recording(x * u.volt, 250.0)
     in_uv = io.Recording((x * 1e6) * u.uvolt, 250.0)
-    z_v, stats_v = io.normalize_recording(in_v, chunk_samples=64)
-    z_uv, stats_uv = io.normalize_recording(in_uv, chunk_samples=101)
+    z_v, stats_v = pp.normalize_recording(in_v, chunk_samples=64)
+    z_uv, stats_uv = pp.normalize_recording(in_uv, chunk_samples=101)
     np.testing.assert_allclose(z_v, z_uv, atol=1e-6, rtol=0)
     np.testing.assert_allclose(stats_v.mean.to_decimal(u.uvolt), stats_uv.mean.mantissa, rtol=1e-12)
     # and on the real EEG, read in uV and selected in V
     eeg = io.read_edf(BUNDLED)
-    z1, _ = io.normalize_recording(eeg)
-    z2, _ = io.normalize_recording(eeg.select(u.volt))
+    z1, _ = pp.normalize_recording(eeg)
+    z2, _ = pp.normalize_recording(eeg.select(u.volt))
     np.testing.assert_allclose(z1, z2, atol=1e-6, rtol=0)
 
 
@@ -142,27 +144,30 @@ def test_robust_stats_and_normalization():
     x = _data(801, 3)
     x[::50, 0] += 500.0  # outliers
     rec = io.Recording(x, 100.0, channel_units=["mV", "mV", "uV"])
-    robust = io.robust_stats(rec)
+    robust = pp.robust_stats(rec)
     med = np.median(x, axis=0)
     mad = np.median(np.abs(x - med), axis=0)
     np.testing.assert_array_equal(robust.median_mantissa, med)
     np.testing.assert_array_equal(robust.mad_mantissa, mad)
     assert robust.channel("ch1")[0].unit == u.mvolt
-    z, used = io.normalize_recording(rec, method="robust", chunk_samples=77)
-    assert isinstance(used, io.RobustStats)
+    z, used = pp.normalize_recording(rec, method="mad", chunk_samples=77)
+    assert isinstance(used, pp.RobustStats)
     scale = 1.482602218505602 * mad
     expected = np.where(scale > 0, (x - med) / np.where(scale > 0, scale, 1), 0.0)
     np.testing.assert_allclose(z, expected, atol=1e-5, rtol=1e-6)
 
 
-def test_robust_reads_channels_in_groups(monkeypatch):
-    x = _data(300, 3)
+def test_robust_stats_refine_in_small_windows(monkeypatch):
+    # tiny histograms and collection windows force several refinement passes; still exact
+    x = _data(3000, 3)
+    x[:, 1] = np.round(x[:, 1], 2)  # quantized: many repeated values
     rec = io.Recording(x * u.mV, 100.0)
-    whole = io.robust_stats(rec)
-    monkeypatch.setattr(_stream, "ROBUST_MAX_BYTES", 8 * 300)  # one channel at a time
-    grouped = io.robust_stats(rec)
-    np.testing.assert_array_equal(grouped.median_mantissa, whole.median_mantissa)
-    np.testing.assert_array_equal(grouped.mad_mantissa, whole.mad_mantissa)
+    monkeypatch.setattr(_exact, "BINS", 4)
+    monkeypatch.setattr(_exact, "COLLECT_LIMIT", 7)
+    small = pp.robust_stats(rec, chunk_samples=111)
+    med = np.median(x, axis=0)
+    np.testing.assert_array_equal(small.median_mantissa, med)
+    np.testing.assert_array_equal(small.mad_mantissa, np.median(np.abs(x - med), axis=0))
 
 
 @pytest.mark.parametrize(
@@ -172,20 +177,24 @@ def test_robust_reads_channels_in_groups(monkeypatch):
         ({"chunk_samples": 2.5}, TypeError, "chunk_samples must be an int"),
         ({"chunk_seconds": -1.0}, ValueError, "chunk_seconds must be finite and > 0"),
         ({"chunk_seconds": 1.0, "chunk_samples": 5}, ValueError, "not both"),
-        ({"method": "minmax"}, ValueError, r"method must be one of \('zscore', 'robust'\), got 'minmax'"),
+        (
+            {"method": "minmax"},
+            ValueError,
+            r"method must be one of 'zscore', 'robust', 'mad', 'quantile', got 'minmax'",
+        ),
     ],
 )
 def test_normalize_rejects(kwargs, error, match):
     rec = io.Recording(np.zeros((10, 1)), 10.0)
     with pytest.raises(error, match=match):
-        io.normalize_recording(rec, **kwargs)
+        pp.normalize_recording(rec, **kwargs)
 
 
 def test_empty_and_wrong_type():
     with pytest.raises(ValueError, match="channel_stats: the recording has no samples"):
-        io.channel_stats(io.Recording(np.zeros((0, 2)), 10.0))
+        pp.channel_stats(io.Recording(np.zeros((0, 2)), 10.0))
     with pytest.raises(TypeError, match="channel_stats expected a unitnorm.io.Recording, got ndarray"):
-        io.channel_stats(np.zeros((3, 2)))
+        pp.channel_stats(np.zeros((3, 2)))
 
 
 def test_chunk_seconds_uses_rate():
@@ -206,15 +215,15 @@ def test_progress_only_on_a_terminal(monkeypatch):
     rec = io.Recording(_data(2000, 2), 100.0)
     pipe = stdio.StringIO()
     monkeypatch.setattr(sys, "stderr", pipe)
-    io.channel_stats(rec, chunk_samples=100)
+    pp.channel_stats(rec, chunk_samples=100)
     assert pipe.getvalue() == ""  # not a terminal: no bar
     term = _Terminal()
     monkeypatch.setattr(sys, "stderr", term)
-    io.channel_stats(rec, chunk_samples=100)
+    pp.channel_stats(rec, chunk_samples=100)
     assert "statistics" in term.getvalue()
     term2 = _Terminal()
     monkeypatch.setattr(sys, "stderr", term2)
-    io.channel_stats(rec, chunk_samples=100, progress=False)
+    pp.channel_stats(rec, chunk_samples=100, progress=False)
     assert term2.getvalue() == ""
 
 
@@ -224,8 +233,8 @@ def test_progress_only_on_a_terminal(monkeypatch):
 def test_write_normalized_roundtrip(tmp_path):
     rec = io.read_edf(BUNDLED)
     out = tmp_path / "eeg.npz"
-    used = io.write_normalized(rec, out, chunk_seconds=3.0)
-    z, _ = io.normalize_recording(rec)
+    pp.write_normalized(rec, out, chunk_seconds=3.0)
+    z, used = pp.normalize_recording(rec)
     with np.load(out, allow_pickle=False) as npz:
         assert set(npz.files) >= {"data", "channel_names", "mean", "mean_unit", "std", "std_unit", "format"}
         np.testing.assert_allclose(npz["data"], z, atol=1e-6)
@@ -247,9 +256,9 @@ def test_write_normalized_roundtrip(tmp_path):
 def test_write_normalized_robust_fields(tmp_path):
     rec = io.Recording(_data(200, 2) * u.nA, 50.0)
     out = tmp_path / "robust.npz"
-    io.write_normalized(rec, out, method="robust")
+    pp.write_normalized(rec, out, method="mad")
     loaded = io.load_normalized(out)
-    assert loaded["method"] == "robust"
+    assert loaded["method"] == "mad"
     assert [q.unit for q in loaded["mad"]] == [u.namp, u.namp]
     np.testing.assert_allclose(
         [float(q.mantissa) for q in loaded["scale"]],
@@ -293,7 +302,7 @@ def test_write_is_atomic_on_failure(tmp_path):
 
     rec = io.Recording._from_source(SecondPassFails(x, 500), ["a", "b"], [u.mvolt] * 2, 100.0)
     with pytest.raises(OSError, match="simulated read error"):
-        io.write_normalized(rec, out, chunk_samples=100)
+        pp.write_normalized(rec, out, chunk_samples=100)
     assert out.read_bytes() == b"previous contents"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]
 
@@ -304,14 +313,14 @@ def test_write_after_input_vanished(tmp_path):
     rec = io.read_edf(copy)
     copy.unlink()
     with pytest.raises(ValueError, match="not a readable EDF/BDF file"):
-        io.write_normalized(rec, tmp_path / "out.npz")
+        pp.write_normalized(rec, tmp_path / "out.npz")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_needs_existing_folder(tmp_path):
     rec = io.Recording(np.ones((3, 1)), 1.0)
     with pytest.raises(FileNotFoundError, match="the output folder .* does not exist"):
-        io.write_normalized(rec, tmp_path / "no" / "such" / "out.npz")
+        pp.write_normalized(rec, tmp_path / "no" / "such" / "out.npz")
 
 
 def test_load_normalized_names_missing_field(tmp_path):
@@ -332,9 +341,10 @@ def test_callers_array_is_never_modified(tmp_path):
     x = _data(300, 3)
     before = x.copy()
     rec = io.Recording(x, 100.0, channel_units="mV")
-    io.normalize_recording(rec, chunk_samples=7)
-    io.normalize_recording(rec, method="robust")
-    io.write_normalized(rec.select(u.volt), tmp_path / "o.npz")
+    pp.normalize_recording(rec, chunk_samples=7)
+    pp.normalize_recording(rec, method="mad")
+    pp.normalize_recording(rec, method="quantile")
+    pp.write_normalized(rec.select(u.volt), tmp_path / "o.npz")
     np.testing.assert_array_equal(x, before)
 
 

@@ -67,6 +67,7 @@ __all__ = [
     "merge",
     "params",
     "partition",
+    "preprocessing",
     "save",
     "weight_standardization",
 ]

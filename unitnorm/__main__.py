@@ -3,7 +3,10 @@
 ``python -m unitnorm demo`` normalizes a real EEG recording bundled with the
 package, prints its per-channel statistics with units and writes a before/after
 plot. ``python -m unitnorm normalize INPUT --out OUT.npz`` does the same job for
-an EDF/BDF or NWB file of any size, streaming it chunk by chunk.
+an EDF/BDF or NWB file of any size, streaming it chunk by chunk, with the
+scalers of :mod:`unitnorm.preprocessing` (``--method zscore|robust|mad|quantile``)
+or exponential moving standardization (``--method ems``); ``--save-stats`` saves
+the fitted scaler and ``--stats`` applies a saved one to another recording.
 
 Bad input (a missing file, a file that is not EDF/BDF/NWB, a corrupt header, an
 unknown unit string, a channel that is not there) ends with exit status 1 and
@@ -79,27 +82,165 @@ def _format_stats(rec: Any, stats: Any, robust: Any = None) -> list[str]:
 
 def normalize_command(args: argparse.Namespace) -> int:
     """``unitnorm normalize``: read, normalize per channel, write an .npz atomically."""
-    from unitnorm import io
+    import unitnorm as un
+    from unitnorm import io, preprocessing
 
     channels = _split_channels(args.channels)
     if args.chunk_seconds is not None and not (0 < args.chunk_seconds < float("inf")):
         raise ValueError(f"--chunk-seconds must be a positive number of seconds, got {args.chunk_seconds}")
+    method = args.method
+    scaler = None
+    if args.stats is not None:
+        scaler = un.load(args.stats)
+        if not isinstance(
+            scaler, (preprocessing.StandardScaler, preprocessing.RobustScaler, preprocessing.QuantileScaler)
+        ):
+            raise ValueError(f"{args.stats}: holds a {type(scaler).__name__}, not a fitted scaler")
+        scaler._check_fitted("--stats")
+        saved_method = preprocessing._stream._method_of(scaler)
+        if method is not None and method != saved_method:
+            raise ValueError(
+                f"--method {method} does not match --stats {args.stats}, which holds {saved_method}"
+            )
+        method = saved_method
+    method = method or "zscore"
+    ems = method == "ems"
+    if not ems and any(v is not None for v in (args.factor_new, args.init_block_size, args.eps)):
+        raise ValueError("--factor-new, --init-block-size and --eps apply to --method ems only")
+    if ems and args.save_stats is not None:
+        raise ValueError("--save-stats: ems keeps no fitted statistics (it adapts as it goes)")
     rec = io.read_recording(args.input, channels=channels, name=args.name)
     out = os.fspath(args.out)
-    if os.path.exists(out) and os.path.samefile(out, args.input):
-        raise ValueError(f"{out}: the output would overwrite the input")
+    for path in (out, args.save_stats):
+        if path is not None and os.path.exists(path) and os.path.samefile(path, args.input):
+            raise ValueError(f"{path}: the output would overwrite the input")
     print(f"read {args.input}: {rec}")
-    io.write_normalized(rec, out, args.method, chunk_seconds=args.chunk_seconds)
-    saved = io.load_normalized(out)
-    keys = ["mean", "std"] + (["median", "mad"] if args.method == "robust" else [])
-    rows = [["channel", *(k if k != "mad" else "MAD" for k in keys)]]
-    rows += [[name, *(_fmt(saved[k][i]) for k in keys)] for i, name in enumerate(saved["channel_names"])]
-    print("\n".join(_table(rows)))
+    if scaler is not None and scaler._layout.names is not None:
+        missing = [n for n in scaler._layout.names if n not in rec.channel_names]
+        if missing:
+            raise ValueError(
+                f"{args.input} lacks the channel{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(map(repr, missing))} of --stats {args.stats}"
+            )
+    step = None
+    if args.chunk_seconds is not None:
+        step = max(1, round(args.chunk_seconds * float(rec.sampling_rate.mantissa)))
+    if ems:
+        _write_ems(rec, out, args, step)
+    else:
+        scaler = preprocessing.write_normalized(rec, out, method, scaler=scaler, chunk_samples=step)
+        if args.save_stats is not None:
+            un.save(args.save_stats, scaler)
+        saved = io.load_normalized(out)
+        keys = ["mean", "std"] if method == "zscore" else ["center", "scale"]
+        keys += ["mad"] if method == "mad" else []
+        heads = {"mad": "MAD", "center": "median", "scale": "scale"}
+        rows = [["channel", *(heads.get(k, k) for k in keys)]]
+        rows += [[name, *(_fmt(saved[k][i]) for k in keys)] for i, name in enumerate(saved["channel_names"])]
+        print("\n".join(_table(rows)))
     print(
         f"wrote {out}: {rec.n_samples} samples x {rec.n_channels} "
-        f"channel{'s' if rec.n_channels != 1 else ''}, float32, method {args.method}"
+        f"channel{'s' if rec.n_channels != 1 else ''}, float32, method {method}"
     )
+    if args.save_stats is not None:
+        print(f"wrote {args.save_stats}: the fitted {type(scaler).__name__}")
     return 0
+
+
+def _write_ems(rec: Any, out: str, args: argparse.Namespace, step: int | None) -> None:
+    """Exponential moving standardization, chunk by chunk, state carried across chunks."""
+    import numpy as np
+
+    from unitnorm import io, preprocessing
+
+    eps: Any = 1e-4
+    if args.eps is not None:
+        eps = _quantity(args.eps, "--eps")
+    kwargs: dict[str, Any] = {"eps": eps}
+    if args.factor_new is not None:
+        if not (0 < args.factor_new <= 1):
+            raise ValueError(f"--factor-new must be in (0, 1], got {args.factor_new}")
+        kwargs["factor_new"] = args.factor_new
+    if args.init_block_size is not None:
+        if args.init_block_size < 1:
+            raise ValueError(f"--init-block-size must be >= 1, got {args.init_block_size}")
+        kwargs["init_block_size"] = args.init_block_size
+    ems = preprocessing.ExponentialMovingStandardizer(**kwargs)
+    source = _EmsSource(rec, ems, step or max(1, (1 << 20) // max(1, rec.n_channels)))
+    lazy = io.Recording._from_source(
+        source, rec.channel_names, _unitless(rec), float(rec.sampling_rate.mantissa)
+    )
+    fields = {
+        "format": np.array("unitnorm.normalized/1"),
+        "method": np.array("ems"),
+        "channel_names": np.array(rec.channel_names, dtype=str),
+        "sampling_rate": np.array(float(rec.sampling_rate.mantissa)),
+        "mean": np.full(rec.n_channels, np.nan),
+        "mean_unit": np.array([str(x) for x in rec.channel_units], dtype=str),
+        "std": np.full(rec.n_channels, np.nan),
+        "std_unit": np.array([str(x) for x in rec.channel_units], dtype=str),
+        "factor_new": np.array(float(kwargs.get("factor_new", 1e-3))),
+        "eps": np.array(str(eps)),
+    }
+    io.write_npz(out, lazy, fields, chunk_samples=source.step)
+
+
+def _unitless(rec: Any) -> list[Any]:
+    import brainunit as u
+
+    return [u.UNITLESS] * rec.n_channels
+
+
+class _EmsSource:
+    """Reads a recording in order and standardizes each chunk with a stateful EMS (sequential only)."""
+
+    def __init__(self, rec: Any, ems: Any, step: int):
+        self.rec, self.ems, self.step = rec, ems, step
+        self.n_samples = rec.n_samples
+
+    def open(self) -> Any:
+        import contextlib
+
+        import numpy as np
+
+        from unitnorm.io._recording import attach, common_unit
+
+        target, conv = common_unit(self.rec.channel_names, self.rec.channel_units, "--method ems")
+
+        @contextlib.contextmanager
+        def opened() -> Any:
+            self.ems.reset()
+            expected = [0]
+            with self.rec._reader() as raw:  # the file is opened once, read in order
+
+                def read(start: int, stop: int, columns: Any) -> Any:
+                    if start != expected[0]:
+                        raise ValueError("ems output must be read in order, from the start")
+                    expected[0] = stop
+                    chunk = attach(raw(start, stop) * conv, target)
+                    block = np.asarray(self.ems.partial_transform(chunk), dtype=np.float64)
+                    return block[:, list(columns)]
+
+                yield read
+
+        return opened()
+
+
+def _quantity(text: str, flag: str) -> Any:
+    """Read ``'1e-4uV'`` or ``'1e-4 uV'`` as a Quantity; a bare number stays a float."""
+    import re
+
+    import brainunit as u
+
+    from unitnorm.io import parse_unit
+
+    match = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*", text)
+    if match is None:
+        raise ValueError(f"{flag} expected a number with a unit such as 1e-4uV, got {text!r}")
+    value, unit = float(match.group(1)), match.group(2)
+    if not unit:
+        return value
+    return u.Quantity(value, unit=parse_unit(unit))
 
 
 def _fmt(value: Any) -> str:
@@ -134,7 +275,7 @@ def demo(plot_path: str = DEMO_PLOT) -> int:
     import numpy as np
 
     import unitnorm as un
-    from unitnorm import io
+    from unitnorm import io, preprocessing
 
     with as_file(files("unitnorm") / "data" / DEMO_FILE) as path:
         rec = io.read_edf(path)
@@ -147,8 +288,8 @@ def demo(plot_path: str = DEMO_PLOT) -> int:
         print("   units come from the EDF header; its physical range is 8711 .. -8711 uV, a negative gain")
 
         print("\n2. Per-channel statistics: one streaming pass in 10 s chunks, exact in float64")
-        stats = io.channel_stats(rec, chunk_seconds=10.0, progress=False)
-        robust = io.robust_stats(rec, progress=False)
+        stats = preprocessing.channel_stats(rec, chunk_seconds=10.0, progress=False)
+        robust = preprocessing.robust_stats(rec, progress=False)
         for line in _format_stats(rec, stats, robust):
             print(f"   {line}")
         x = rec.data
@@ -162,8 +303,8 @@ def demo(plot_path: str = DEMO_PLOT) -> int:
         )
 
         print("\n3. Normalize each channel: z = (x - mean) / std, dimensionless")
-        z, _ = io.normalize_recording(rec, chunk_seconds=10.0, progress=False)
-        z_volts, _ = io.normalize_recording(rec.select(u.volt), chunk_seconds=10.0, progress=False)
+        z, _ = preprocessing.normalize_recording(rec, chunk_seconds=10.0, progress=False)
+        z_volts, _ = preprocessing.normalize_recording(rec.select(u.volt), chunk_seconds=10.0, progress=False)
         print(
             f"   z: mean {float(z.mean()):.3f}, std {float(z.std()):.3f}, "
             f"range {z.min():.2f} .. {z.max():.2f}"
@@ -252,10 +393,23 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--out", required=True, help="the .npz to write (atomically)")
     n.add_argument(
         "--method",
-        choices=["zscore", "robust"],
-        default="zscore",
-        help="zscore: (x - mean) / std; robust: (x - median) / (1.4826 MAD)",
+        choices=["zscore", "robust", "mad", "quantile", "ems"],
+        default=None,
+        help="zscore: (x - mean) / std (default); robust: (x - median) / IQR; "
+        "mad: (x - median) / (1.4826 MAD); quantile: (x - median) / (q99 - q1); "
+        "ems: exponential moving standardization",
     )
+    n.add_argument(
+        "--stats", metavar="STATS", help="apply a scaler saved with --save-stats instead of fitting"
+    )
+    n.add_argument("--save-stats", metavar="STATS", help="save the fitted scaler (a unitnorm checkpoint)")
+    n.add_argument(
+        "--factor-new", type=float, metavar="F", help="ems: weight of each new sample (default 1e-3)"
+    )
+    n.add_argument(
+        "--init-block-size", type=int, metavar="N", help="ems: samples standardized as one block first"
+    )
+    n.add_argument("--eps", metavar="EPS", help="ems: floor of the std, with a unit, e.g. 1e-4uV")
     n.add_argument(
         "--channels", nargs="+", metavar="NAME", help="channels to keep (names, or comma-separated)"
     )

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import zipfile
 import zlib
@@ -166,6 +167,15 @@ class _Writer:
             return {"kind": "str", "value": obj}
         if isinstance(obj, Module):
             return self.layer(obj, where)
+        scaler = _scaler_class(type(obj))
+        if scaler is not None:
+            config, arrays = obj._export()
+            return {
+                "kind": "scaler",
+                "class": scaler,
+                "config": _encode_config(config),
+                "state": self.node(arrays, f"{where}.state"),
+            }
         if isinstance(obj, State) or _brainstate_class(type(obj)) is not None:
             return {
                 "kind": "state",
@@ -337,6 +347,8 @@ class _Reader:
             return cls(self.node(_field(rec, "value", where), f"{where}.value"))
         if kind == "layer":
             return self.layer(rec, where)
+        if kind == "scaler":
+            return self.scaler(rec, where)
         raise _Error(f"{where}: field 'kind' {kind!r} is not one this version reads")
 
     def layer(self, rec: dict[str, Any], where: str) -> Any:
@@ -358,6 +370,35 @@ class _Reader:
                 raise _Error(f"{where}.{n}: expected a State")
         return cls._unflatten((names, static), states)
 
+    def scaler(self, rec: dict[str, Any], where: str) -> Any:
+        from unitnorm.preprocessing._scalers import SCALERS
+
+        name = _str(_field(rec, "class", where), where)
+        cls = SCALERS.get(name)
+        if cls is None:
+            raise _Error(
+                f"{where}: field 'class' names {name!r}, which is not a unitnorm scaler "
+                f"(expected one of {', '.join(sorted(SCALERS))})"
+            )
+        config = _decode_config(_field(rec, "config", where), f"{where}.config")
+        if not isinstance(config, dict) or "params" not in config or "fitted" not in config:
+            raise _Error(f"{where}: field 'config' must hold 'params' and 'fitted'")
+        state = self.node(_field(rec, "state", where), f"{where}.state")
+        try:
+            return cls._import(config, state, where)
+        except (KeyError, TypeError, IndexError) as err:
+            raise _Error(f"{where}: malformed scaler field {err}") from None
+
+
+def _scaler_class(cls: type) -> str | None:
+    """Return the class name of a unitnorm scaler (exactly one of the exported classes), else None."""
+    module = getattr(cls, "__module__", "") or ""
+    if not module.startswith("unitnorm.preprocessing"):
+        return None
+    from unitnorm.preprocessing._scalers import SCALERS
+
+    return cls.__name__ if SCALERS.get(cls.__name__) is cls else None
+
 
 def _too_wide_for_jax(dtype: np.dtype) -> bool:
     """Return True when jax (without x64) would narrow the dtype; such arrays stay NumPy."""
@@ -370,9 +411,13 @@ def _layer_classes() -> dict[str, type]:
 
     out = {}
     for n in unitnorm.__all__:
-        obj = getattr(unitnorm, n, None)
+        obj = getattr(unitnorm, n, None) if n != "preprocessing" else None
         if isinstance(obj, type) and issubclass(obj, Module) and obj is not Module:
             out[obj.__name__] = obj
+    if "unitnorm.preprocessing" in sys.modules:  # a scaler's layer (ScalerLayer) once preprocessing is in use
+        from unitnorm.preprocessing import ScalerLayer
+
+        out[ScalerLayer.__name__] = ScalerLayer
     return out
 
 
@@ -450,8 +495,10 @@ def save(path: str | os.PathLike[str], obj: Any) -> None:
     ----------
     path : str or path-like
         Where to write; used as given (no suffix is added).
-    obj : Module or pytree
-        A unitnorm layer (its class, configuration and States are saved), or
+    obj : Module, scaler or pytree
+        A unitnorm layer (its class, configuration and States are saved), a
+        scaler of :mod:`unitnorm.preprocessing` (fitted or not: its class,
+        keywords, fitted statistics with units, and value tables), or
         a nest of dicts with str keys, lists and tuples whose leaves are
         arrays, Quantities, Python numbers, str, ``None``, States or layers.
 
@@ -487,6 +534,8 @@ def save(path: str | os.PathLike[str], obj: Any) -> None:
              | {"kind": "none"} | {"kind": "str", "value": "..."}
              | {"kind": "state", "class": "unitnorm.BatchState", "value": NODE}
              | {"kind": "layer", "class": "BatchNorm1d", "config": {...}, "states": [["weight", NODE], ...]}
+             | {"kind": "scaler", "class": "StandardScaler", "config": {"params": ..., "fitted": ...},
+                "state": NODE}
         UNIT = {"name": "mV", "m": 2, "kg": 1, "s": -3, "A": -1, "K": 0, "mol": 0, "cd": 0,
                 "scale": -3, "factor": 1.0}
 

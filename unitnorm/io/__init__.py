@@ -7,10 +7,19 @@ when it is missing (``pip install 'unitnorm[io]'``).
 - :func:`parse_unit` reads the unit strings files carry (``'uV'``, ``'µV'``, ``'volts'``, ``'fT/cm'``).
 - :class:`Recording` holds channel names, units and a sampling rate, and reads
   samples lazily; :func:`read_recording` picks the reader from the file's first bytes.
-- :func:`channel_stats`, :func:`robust_stats`, :func:`normalize_recording` and
-  :func:`write_normalized` compute per-channel statistics and normalize chunk by
-  chunk, for files larger than memory.
+- :func:`write_npz` writes an array or a Recording (streamed chunk by chunk) to an
+  ``.npz`` file atomically; :func:`load_normalized` reads a normalized one back.
+
+``unitnorm.io`` knows nothing of normalization: the streaming statistics
+(``channel_stats``, ``robust_stats``, ``normalize_recording``,
+``write_normalized``, ``ChannelStats``, ``RobustStats``) live in
+:mod:`unitnorm.preprocessing`; the old names still resolve here, with a
+``DeprecationWarning``.
 """
+
+import importlib
+import warnings
+from typing import Any
 
 from unitnorm.io._edf import read_edf
 from unitnorm.io._mne import from_mne
@@ -18,30 +27,37 @@ from unitnorm.io._neo import from_neo
 from unitnorm.io._nwb import read_nwb
 from unitnorm.io._recording import Recording
 from unitnorm.io._sniff import read_recording
-from unitnorm.io._stream import (
-    ChannelStats,
-    RobustStats,
-    channel_stats,
-    load_normalized,
-    normalize_recording,
-    robust_stats,
-    write_normalized,
-)
+from unitnorm.io._stream import load_normalized, write_npz
 from unitnorm.io._units_parse import parse_unit
 
 __all__ = [
-    "ChannelStats",
     "Recording",
-    "RobustStats",
-    "channel_stats",
     "from_mne",
     "from_neo",
     "load_normalized",
-    "normalize_recording",
     "parse_unit",
     "read_edf",
     "read_nwb",
     "read_recording",
+    "write_npz",
+]
+
+_MOVED = (
+    "ChannelStats",
+    "RobustStats",
+    "channel_stats",
+    "normalize_recording",
     "robust_stats",
     "write_normalized",
-]
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"unitnorm.io.{name} moved to unitnorm.preprocessing.{name}; import it from there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("unitnorm.preprocessing"), name)
+    raise AttributeError(f"module 'unitnorm.io' has no attribute {name!r}")

@@ -1,0 +1,43 @@
+"""Recording normalizations with the scikit-learn protocol, statistics kept as Quantities.
+
+- :class:`StandardScaler`, :class:`RobustScaler`, :class:`QuantileScaler`:
+  ``fit`` / ``partial_fit`` / ``transform`` / ``inverse_transform`` /
+  ``fit_transform`` per channel (or per physical dimension), exact in float64,
+  on arrays, Quantities, Recordings (streamed) or iterables of chunks; saved and
+  loaded with :func:`unitnorm.save` / :func:`unitnorm.load`; ``as_layer()`` puts
+  them at the front of a model.
+- :func:`exponential_moving_standardize` and :class:`ExponentialMovingStandardizer`
+  (Schirrmeister et al. 2017, as in Braindecode), with ``eps`` in units.
+- Streaming statistics of recordings larger than memory: :func:`channel_stats`,
+  :func:`robust_stats`, :func:`normalize_recording`, :func:`write_normalized`.
+"""
+
+from unitnorm.preprocessing._ems import ExponentialMovingStandardizer, exponential_moving_standardize
+from unitnorm.preprocessing._layer import ScalerLayer
+from unitnorm.preprocessing._scalers import NotFittedError, QuantileScaler, RobustScaler, StandardScaler
+from unitnorm.preprocessing._stream import (
+    ChannelStats,
+    RobustStats,
+    channel_stats,
+    normalize_recording,
+    robust_stats,
+    scaler_for,
+    write_normalized,
+)
+
+__all__ = [
+    "ChannelStats",
+    "ExponentialMovingStandardizer",
+    "NotFittedError",
+    "QuantileScaler",
+    "RobustScaler",
+    "RobustStats",
+    "ScalerLayer",
+    "StandardScaler",
+    "channel_stats",
+    "exponential_moving_standardize",
+    "normalize_recording",
+    "robust_stats",
+    "scaler_for",
+    "write_normalized",
+]
