@@ -16,7 +16,7 @@ from unitnorm.io._edf import read_edf
 from unitnorm.io._mne import from_mne
 from unitnorm.io._neo import from_neo
 from unitnorm.io._nwb import read_nwb
-from unitnorm.io._recording import Recording
+from unitnorm.io._recording import Recording, RecordingWarning
 from unitnorm.io._sniff import read_recording
 from unitnorm.io._stream import (
     ChannelStats,
@@ -32,6 +32,7 @@ from unitnorm.io._units_parse import parse_unit
 __all__ = [
     "ChannelStats",
     "Recording",
+    "RecordingWarning",
     "RobustStats",
     "channel_stats",
     "from_mne",
