@@ -6,15 +6,16 @@ when it is missing (``pip install 'unitnorm[io]'``).
 
 - :func:`parse_unit` reads the unit strings files carry (``'uV'``, ``'µV'``, ``'volts'``, ``'fT/cm'``).
 - :class:`Recording` holds channel names, units and a sampling rate, and reads
-  samples lazily; :func:`read_recording` picks the reader from the file's first bytes.
+  samples lazily; :func:`read_recording` picks the reader (EDF/BDF, NWB, FIF through
+  MNE, or any format neo reads) from the file's first bytes or its name.
 - :func:`channel_stats`, :func:`robust_stats`, :func:`normalize_recording` and
   :func:`write_normalized` compute per-channel statistics and normalize chunk by
   chunk, for files larger than memory.
 """
 
 from unitnorm.io._edf import read_edf
-from unitnorm.io._mne import from_mne
-from unitnorm.io._neo import from_neo
+from unitnorm.io._mne import from_mne, read_fif
+from unitnorm.io._neo import from_neo, read_neo
 from unitnorm.io._nwb import read_nwb
 from unitnorm.io._recording import Recording, RecordingWarning
 from unitnorm.io._sniff import read_recording
@@ -41,6 +42,8 @@ __all__ = [
     "normalize_recording",
     "parse_unit",
     "read_edf",
+    "read_fif",
+    "read_neo",
     "read_nwb",
     "read_recording",
     "robust_stats",

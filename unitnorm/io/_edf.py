@@ -367,16 +367,14 @@ def _rate_groups_error(path: str, names: list[str], rates: list[float]) -> Value
     groups: dict[float, list[str]] = {}
     for name, rate in zip(names, rates, strict=True):
         groups.setdefault(rate, []).append(name)
-    listing = "; ".join(f"{rate:g} Hz: {', '.join(members)}" for rate, members in groups.items())
-    pastes = "; ".join(
-        f"{rate:g} Hz: --channels {' '.join(shlex.quote(m) for m in members)}"
+    short = "; ".join(f"{rate:g} Hz: {', '.join(members)}" for rate, members in groups.items())
+    listing = "; ".join(
+        f"{rate:g} Hz: --channels {' '.join(shlex.quote(m) for m in members)} (Python: channels={members!r})"
         for rate, members in groups.items()
     )
-    first = next(iter(groups.values()))
     return ValueError(
-        f"{path}: the signals have different sampling rates ({shorten(listing, 160)}); read one rate "
-        f"at a time with channels=[...] in Python (e.g. channels={shorten(repr(first), 80)}) or on the "
-        f"command line with {shorten(pastes, 10_000)}"
+        f"{path}: the signals have different sampling rates ({shorten(short, 120)}); read one rate "
+        f"at a time, passing the channels of one group: {listing}"
     )
 
 

@@ -1,0 +1,321 @@
+"""Recordings in the wild (issue 14): files open elsewhere, threads, EDF+D, header lies,
+unknown units, mixed rates, FIF and neo formats, and the error lines that describe them.
+
+References are the libraries that wrote or read the same file (pyedflib, MNE, neo, pynwb)
+and, for files written here byte by byte, the EDF formula in float64 NumPy.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import brainunit as u
+import numpy as np
+import pytest
+
+from unitnorm import io
+
+pyedflib = pytest.importorskip("pyedflib")
+EDF_DATA = Path(pyedflib.__file__).parent / "tests" / "data"
+GENERATOR = EDF_DATA / "test_generator.edf"
+
+
+# ---------------------------------------------------------------------------- an EDF writer for tests
+
+
+def edf_bytes(
+    signals: list[dict],
+    records: list[list[np.ndarray]],
+    duration: float = 1.0,
+    reserved: str = "",
+    n_records: int | None = None,
+) -> bytes:
+    """An EDF file from the spec's field layout; ``records[r][i]`` is signal i's int16 samples
+    (or raw bytes for an annotation signal) in record r."""
+    ns = len(signals)
+
+    def field(value: object, width: int) -> bytes:
+        text = str(value).encode("latin-1")
+        assert len(text) <= width, (value, width)
+        return text.ljust(width, b" ")
+
+    head = b"0       " + field("X X X X", 80) + field("Startdate 01-JAN-2024 X X X", 80)
+    head += field("01.01.24", 8) + field("00.00.00", 8) + field(256 * (ns + 1), 8) + field(reserved, 44)
+    head += field(len(records) if n_records is None else n_records, 8) + field(f"{duration:g}", 8)
+    head += field(ns, 4)
+    columns = [
+        ("label", 16),
+        ("transducer", 80),
+        ("dim", 8),
+        ("pmin", 8),
+        ("pmax", 8),
+        ("dmin", 8),
+        ("dmax", 8),
+        ("prefilter", 80),
+        ("spr", 8),
+        ("reserved", 32),
+    ]
+    for key, width in columns:
+        head += b"".join(
+            s[key] if isinstance(s.get(key), bytes) else field(s.get(key, ""), width) for s in signals
+        )
+    assert len(head) == 256 * (ns + 1)
+    body = bytearray()
+    for record in records:
+        for s, values in zip(signals, record, strict=True):
+            if isinstance(values, bytes):
+                assert len(values) == 2 * s["spr"]
+                body += values
+            else:
+                assert values.shape == (s["spr"],)
+                body += np.asarray(values, dtype="<i2").tobytes()
+    return head + bytes(body)
+
+
+def eeg(label: str, spr: int, dim: str = "uV", pmin: float = -3276.8, pmax: float = 3276.7) -> dict:
+    return {"label": label, "dim": dim, "pmin": pmin, "pmax": pmax, "dmin": -32768, "dmax": 32767, "spr": spr}
+
+
+def physical(s: dict, digital: np.ndarray) -> np.ndarray:
+    return s["pmin"] + (digital.astype(np.float64) - s["dmin"]) * (s["pmax"] - s["pmin"]) / (
+        s["dmax"] - s["dmin"]
+    )
+
+
+def tal(onset: float, spr: int) -> bytes:
+    text = f"+{onset:g}\x14\x14\x00".encode()
+    return text.ljust(2 * spr, b"\x00")
+
+
+# ---------------------------------------------------------------------------- 3: open elsewhere, threads
+
+
+def test_edf_readable_while_pyedflib_and_mne_have_it_open():
+    mne = pytest.importorskip("mne")
+    with pyedflib.EdfReader(str(GENERATOR)) as other:
+        reference = np.stack([other.readSignal(i) for i in range(other.signals_in_file)], axis=1)
+        raw = mne.io.read_raw_edf(GENERATOR, preload=False, verbose="error")
+        rec = io.read_edf(GENERATOR)  # pyedflib refuses a second open of this file right now
+        data = rec.data.mantissa
+        mne_volts = raw.get_data(start=100, stop=900).T
+        raw.close()
+    np.testing.assert_allclose(data, reference, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(rec.read(100, 900).mantissa * 1e-6, mne_volts, rtol=1e-12, atol=1e-15)
+
+
+def test_edf_read_from_many_threads():
+    rec = io.read_edf(GENERATOR)
+    whole = rec.data.mantissa
+    rng = np.random.default_rng(0)
+    windows = [tuple(sorted(rng.integers(0, rec.n_samples, 2))) for _ in range(64)]
+    barrier = threading.Barrier(8)
+
+    def work(k: int) -> list[bool]:
+        barrier.wait()
+        return [np.array_equal(rec.mantissa(int(a), int(b)), whole[a:b]) for a, b in windows[k::8]]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [ok for part in pool.map(work, range(8)) for ok in part]
+    assert len(results) == 64 and all(results)
+
+
+def test_pyedflib_fallback_is_serialized_and_says_file_is_open(monkeypatch):
+    from unitnorm.io import _edf
+
+    fast = io.read_edf(GENERATOR, channels=["ramp", "noise"]).data.mantissa
+
+    def refuse(path):
+        raise _edf.HeaderError("forced")
+
+    monkeypatch.setattr(_edf, "Header", refuse)  # as for a header our reader does not understand
+    rec = io.read_edf(GENERATOR, channels=["ramp", "noise"])
+    assert isinstance(rec._source, _edf.PyedflibSource)
+    with ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(lambda k: rec.mantissa(k * 1000, (k + 1) * 1000), range(4)))
+    np.testing.assert_array_equal(np.concatenate(parts), fast[:4000])
+    with pyedflib.EdfReader(str(GENERATOR)), pytest.raises(ValueError) as info:
+        io.read_edf(GENERATOR)
+    text = str(info.value)
+    assert "pyedflib has this file open already" in text and "close the other reader" in text
+    assert "not a readable" not in text
+
+
+# ---------------------------------------------------------------------------- 4: error lines
+
+
+def test_edf_errors_name_the_path_once_and_the_signal(tmp_path):
+    s = [eeg("Fp1", 4), eeg("Fp2", 4)]
+    records = [[np.arange(4), np.arange(4)] for _ in range(3)]
+    bad = tmp_path / "bad_label.edf"
+    raw = bytearray(edf_bytes(s, records))
+    raw[256 + 16 : 256 + 20] = b"F\x07p2"  # a control character in signal 2's label
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError) as info:
+        io.read_edf(bad)
+    text = str(info.value)
+    assert text.count(str(bad)) == 1, text
+    assert re.search(r"not a readable EDF/BDF file: signal 2: the label b'F\\x07p2 *' holds control", text)
+    truncated = tmp_path / "cut.edf"
+    truncated.write_bytes(edf_bytes(s, records)[:-5])
+    with pytest.raises(ValueError) as info:
+        io.read_edf(truncated)
+    text = str(info.value)
+    assert text.count(str(truncated)) == 1, text
+    assert "truncated: the header says 3 data records but the file holds 2 and 11 bytes" in text
+
+
+# ---------------------------------------------------------------------------- 6: EDF+D
+
+
+@pytest.fixture(scope="module")
+def edf_d(tmp_path_factory):
+    """An EDF+D: 2 signals of 8 samples per 0.5 s record, 5 records at onsets with 2 gaps."""
+    rng = np.random.default_rng(3)
+    signals = [eeg("Cz", 8), eeg("Pz", 8, pmin=-100.0, pmax=100.0), {**eeg("EDF Annotations", 8), "dim": ""}]
+    onsets = [0.0, 0.5, 2.0, 2.5, 4.25]  # gaps 1.0..2.0 s and 3.0..4.25 s
+    digital = [[rng.integers(-30000, 30000, 8) for _ in range(2)] for _ in onsets]
+    records = [d + [tal(t, 8)] for d, t in zip(digital, onsets, strict=True)]
+    path = tmp_path_factory.mktemp("edfd") / "gappy.edf"
+    path.write_bytes(edf_bytes(signals, records, duration=0.5, reserved="EDF+D"))
+    return path, signals, onsets, digital
+
+
+def test_edf_plus_d_gaps_are_nan(edf_d):
+    path, signals, onsets, digital = edf_d
+    with pytest.warns(io.RecordingWarning, match=r"EDF\+D \(discontinuous\): 2 gaps \(2.25 s in all\)"):
+        rec = io.read_edf(path)
+    rate = 16.0
+    expected = np.full((int(round(4.75 * rate)), 2), np.nan)
+    for t, d in zip(onsets, digital, strict=True):
+        i = int(round(t * rate))
+        for j in range(2):
+            expected[i : i + 8, j] = physical(signals[j], d[j])
+    assert rec.n_samples == expected.shape[0] and rec.channel_names == ("Cz", "Pz")
+    np.testing.assert_allclose(rec.data.mantissa, expected, rtol=0, atol=1e-9)
+    assert rec.gaps == ((16, 32), (48, 68))
+    assert any("discontinuous" in note for note in rec.notes)
+    np.testing.assert_allclose(
+        rec.mantissa(30, 50), expected[30:50], rtol=0, atol=1e-9
+    )  # windows across gaps
+
+
+def test_edf_plus_d_omit_gives_stats_of_recorded_samples(edf_d):
+    import unitnorm as un
+
+    mne = pytest.importorskip("mne")
+    path = edf_d[0]
+    with pytest.warns(io.RecordingWarning):
+        rec = io.read_edf(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MNE's own notes about this file
+        joined = mne.io.read_raw_edf(path, preload=True, verbose="error").get_data(picks=["Cz", "Pz"]).T
+    x = rec.data.mantissa
+    kept = x[~np.isnan(x).any(axis=1)]
+    np.testing.assert_allclose(kept * 1e-6, joined, rtol=1e-12, atol=1e-15)  # MNE joins the records
+    mean, var = un.functional.compute_stats(rec.data, axes=0, nan_policy="omit")
+    np.testing.assert_allclose(
+        np.asarray(mean.to_decimal(u.uvolt)), joined.mean(0) * 1e6, rtol=1e-5, atol=1e-3
+    )
+    np.testing.assert_allclose(np.asarray(var.to_decimal(u.uvolt**2)), joined.var(0) * 1e12, rtol=1e-4)
+
+
+def test_edf_plus_d_overlapping_records_refused(tmp_path):
+    signals = [eeg("Cz", 4), {**eeg("EDF Annotations", 8), "dim": ""}]
+    records = [[np.arange(4), tal(t, 8)] for t in (0.0, 1.0, 1.5)]
+    path = tmp_path / "overlap.edf"
+    path.write_bytes(edf_bytes(signals, records, reserved="EDF+D"))
+    with pytest.raises(
+        ValueError, match=r"EDF\+D \(discontinuous\) file: data record 2 starts at 1.5 s, before"
+    ):
+        io.read_edf(path)
+
+
+# ---------------------------------------------------------------------------- 7: mixed rates
+
+
+def test_mixed_rates_message_is_ready_to_paste():
+    path = EDF_DATA / "test_generator.bdf"
+    with pytest.raises(ValueError) as info:
+        io.read_edf(path)
+    text = str(info.value)
+    assert "different sampling rates" in text
+    groups = re.findall(r"(\d+(?:\.\d+)?) Hz: --channels (.*?) \(Python: channels=(\[.*?\])\)", text)
+    with pyedflib.EdfReader(str(path)) as f:
+        labels = [f.getLabel(i) for i in range(f.signals_in_file)]
+        rates = {f.getSampleFrequency(i) for i in range(f.signals_in_file)}
+    assert len(groups) == len(rates) > 1, text
+    seen = []
+    for rate, args, python in groups:
+        cli = io.read_edf(path, channels=shlex.split(args))
+        assert float(cli.sampling_rate.to_decimal(u.hertz)) == float(rate)
+        assert list(cli.channel_names) == ast.literal_eval(python)
+        seen += cli.channel_names
+    assert sorted(seen) == sorted(labels)
+
+
+# ---------------------------------------------------------------------------- 8: unknown units
+
+
+@pytest.fixture(scope="module")
+def odd_units(tmp_path_factory):
+    from pyedflib import highlevel
+
+    path = tmp_path_factory.mktemp("units") / "polygraph.edf"
+    rng = np.random.default_rng(5)
+    dims = ["uV", "l/min", "cmH2O", "a.u.", "n.a.", "mV"]
+    names = ["C3", "Flow", "Pressure", "Pleth", "Marker", "ECG"]
+    headers = [
+        highlevel.make_signal_header(n, dimension=d, sample_frequency=64, physical_min=-100, physical_max=100)
+        for n, d in zip(names, dims, strict=True)
+    ]
+    highlevel.write_edf(str(path), [rng.standard_normal(640) * 20 for _ in names], headers)
+    return path
+
+
+def test_unknown_units_refused_with_the_flag_named(odd_units):
+    with pytest.raises(ValueError) as info:
+        io.read_edf(odd_units)
+    text = str(info.value)
+    assert "4 channels have units unitnorm does not know: 'Flow' ('l/min'), 'Pressure' ('cmH2O')" in text
+    assert "skip_unknown_units=True (command line: --skip-unknown-units)" in text
+    with pytest.raises(ValueError, match="--skip-unknown-units"):
+        io.read_recording(odd_units)
+
+
+def test_skip_unknown_units_leaves_them_out_with_one_warning(odd_units):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = io.read_recording(odd_units, skip_unknown_units=True)
+    assert len(caught) == 1 and caught[0].category is io.RecordingWarning
+    text = str(caught[0].message)
+    for name in ("'Flow' ('l/min')", "'Pressure' ('cmH2O')", "'Pleth' ('a.u.')", "'Marker' ('n.a.')"):
+        assert name in text
+    assert rec.channel_names == ("C3", "ECG") and rec.channel_units == (u.uvolt, u.mvolt)
+    with pyedflib.EdfReader(str(odd_units)) as f:
+        expected = np.stack([f.readSignal(0), f.readSignal(5)], axis=1)
+    np.testing.assert_allclose(rec.mantissa(), expected, rtol=0, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------- 11: header lies
+
+
+def test_header_with_too_few_records_warns_and_reads_all(tmp_path):
+    mne = pytest.importorskip("mne")
+    s = [eeg("Cz", 16)]
+    rng = np.random.default_rng(7)
+    digital = [[rng.integers(-9000, 9000, 16)] for _ in range(6)]
+    path = tmp_path / "liar.edf"
+    path.write_bytes(edf_bytes(s, digital, n_records=5))
+    with pytest.warns(io.RecordingWarning, match=r"the header says 5 data records but the file holds 6"):
+        rec = io.read_edf(path)
+    expected = physical(s[0], np.concatenate([d[0] for d in digital]))
+    np.testing.assert_allclose(rec.data.mantissa[:, 0], expected, rtol=0, atol=1e-9)
+    with pytest.warns(RuntimeWarning, match="Number of records from the header does not match"):
+        mne_data = mne.io.read_raw_edf(path, preload=True, verbose="warning").get_data()[0]
+    np.testing.assert_allclose(rec.data.mantissa[:, 0] * 1e-6, mne_data, rtol=1e-12, atol=1e-15)
