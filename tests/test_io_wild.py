@@ -319,3 +319,217 @@ def test_header_with_too_few_records_warns_and_reads_all(tmp_path):
     with pytest.warns(RuntimeWarning, match="Number of records from the header does not match"):
         mne_data = mne.io.read_raw_edf(path, preload=True, verbose="warning").get_data()[0]
     np.testing.assert_allclose(rec.data.mantissa[:, 0] * 1e-6, mne_data, rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------- 9: FIF and neo formats
+
+
+def write_brainvision(folder: Path, data: np.ndarray, resolution: list[float], rate: float) -> Path:
+    """A BrainVision header/marker/int16 data triple (the format's text spec), channels in µV."""
+    names = [f"E{i + 1}" for i in range(data.shape[1])]
+    channel_lines = "\n".join(
+        f"Ch{i + 1}={n},,{r:g},\u00b5V" for i, (n, r) in enumerate(zip(names, resolution, strict=True))
+    )
+    (folder / "rec.vhdr").write_text(
+        "Brain Vision Data Exchange Header File Version 1.0\n\n[Common Infos]\nCodepage=UTF-8\n"
+        "DataFile=rec.eeg\nMarkerFile=rec.vmrk\nDataFormat=BINARY\nDataOrientation=MULTIPLEXED\n"
+        f"NumberOfChannels={data.shape[1]}\nSamplingInterval={1e6 / rate:g}\n\n"
+        f"[Binary Infos]\nBinaryFormat=INT_16\n\n[Channel Infos]\n{channel_lines}\n",
+        encoding="utf-8",
+    )
+    (folder / "rec.vmrk").write_text(
+        "Brain Vision Data Exchange Marker File, Version 1.0\n\n[Common Infos]\nCodepage=UTF-8\n"
+        "DataFile=rec.eeg\n\n[Marker Infos]\nMk1=New Segment,,1,1,0,20240101000000000000\n",
+        encoding="utf-8",
+    )
+    (folder / "rec.eeg").write_bytes(np.ascontiguousarray(data, dtype="<i2").tobytes())
+    return folder / "rec.vhdr"
+
+
+def test_brainvision_through_neo_streamed(tmp_path):
+    pytest.importorskip("neo")
+    mne = pytest.importorskip("mne")
+    rng = np.random.default_rng(11)
+    digital = rng.integers(-20000, 20000, size=(3000, 3))
+    resolution = [0.1, 0.5, 0.049]
+    path = write_brainvision(tmp_path, digital, resolution, rate=500.0)
+    rec = io.read_recording(path)
+    from unitnorm.io import _neo
+
+    assert isinstance(rec._source, _neo.NeoProxySource)  # a lazy proxy, read per window
+    assert rec.channel_names == ("E1", "E2", "E3") and rec.channel_units == (u.uvolt,) * 3
+    assert float(rec.sampling_rate.to_decimal(u.hertz)) == 500.0
+    expected = digital * np.array(resolution)  # the format: value = digital * resolution, in µV
+    np.testing.assert_allclose(rec.mantissa(), expected, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(rec.mantissa(1234, 2345), expected[1234:2345], rtol=1e-6, atol=1e-9)
+    mne_volts = mne.io.read_raw_brainvision(path, preload=True, verbose="error").get_data().T
+    # neo scales in float32 (rounding 2^-24 relative); MNE in float64
+    np.testing.assert_allclose(rec.mantissa() * 1e-6, mne_volts, rtol=2**-22, atol=1e-12)
+    picked = io.read_recording(path, channels=["E3", "E1"])
+    np.testing.assert_allclose(picked.mantissa(10, 20), expected[10:20, [2, 0]], rtol=1e-6)
+
+
+def test_fif_through_mne_by_content(tmp_path):
+    mne = pytest.importorskip("mne")
+    rng = np.random.default_rng(12)
+    info = mne.create_info(["EEG1", "EEG2", "MAG1"], 200.0, ["eeg", "eeg", "mag"])
+    values = rng.standard_normal((3, 1000)) * np.array([[2e-5], [3e-5], [1e-12]])
+    raw = mne.io.RawArray(values, info, verbose="error")
+    fif = tmp_path / "session_raw.fif"
+    raw.save(fif, verbose="error")
+    renamed = tmp_path / "session.dat"  # no telling name: the first bytes decide
+    renamed.write_bytes(fif.read_bytes())
+    for path in (fif, renamed):
+        rec = io.read_recording(path)
+        assert rec.channel_units == (u.volt, u.volt, u.tesla)
+        reference = mne.io.read_raw_fif(fif, preload=True, verbose="error").get_data()
+        np.testing.assert_array_equal(rec.select(u.volt).mantissa(), reference[:2].T)
+        np.testing.assert_array_equal(rec.pick("MAG1").mantissa(500, 700)[:, 0], reference[2, 500:700])
+    with pytest.raises(
+        ValueError, match=r"name= picks an NWB TimeSeries or a neo signal; this is a FIF file"
+    ):
+        io.read_recording(fif, name="x")
+
+
+def test_unknown_format_says_what_was_tried(tmp_path):
+    notes = tmp_path / "notes.vhdr"  # neo's BrainVision reader takes the name, not the content
+    notes.write_text("hello, this is not a recording\n")
+    with pytest.raises(ValueError) as info:
+        io.read_recording(notes)
+    text = str(info.value)
+    assert text.startswith(f"{notes}: not an EDF, BDF or NWB file (it starts with b'hello")
+    assert "neo cannot read it (BrainVisionIO:" in text and text.count(str(notes)) == 1
+
+
+# ---------------------------------------------------------------------------- 4: NWB error lines
+
+
+@pytest.fixture(scope="module")
+def nwb13(tmp_path_factory):
+    pynwb = pytest.importorskip("pynwb")
+    import datetime
+
+    import h5py
+
+    nwb = pynwb.NWBFile(
+        session_description="unitnorm test",
+        identifier="unitnorm-13",
+        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    )
+    for k in range(13):
+        series = pynwb.TimeSeries(
+            name=f"probe_{k:02d}_lfp_filtered", data=np.arange(20.0), unit="V", rate=10.0
+        )
+        nwb.add_acquisition(series)
+    folder = tmp_path_factory.mktemp("nwb13")
+    path = folder / "many.nwb"
+    with pynwb.NWBHDF5IO(str(path), "w") as writer:
+        writer.write(nwb)
+    norate = folder / "norate.nwb"
+    norate.write_bytes(path.read_bytes())
+    with h5py.File(norate, "a") as f:
+        del f["acquisition/probe_03_lfp_filtered/starting_time"]
+    return path, norate
+
+
+def test_nwb_many_series_keep_the_fix_in_one_line(nwb13):
+    from unitnorm.__main__ import _one_line
+
+    path, _ = nwb13
+    with pytest.raises(ValueError) as info:
+        io.read_nwb(path)
+    line = _one_line(info.value)
+    assert len(line) <= 400
+    assert line.endswith("; pass name=... (or --name)"), line
+    assert "'probe_00_lfp_filtered'" in line and "'probe_12_lfp_filtered'" in line and " ... " in line
+    assert io.read_nwb(path, name="probe_07_lfp_filtered").n_samples == 20
+
+
+def test_nwb_without_rate_says_so(nwb13):
+    _, norate = nwb13
+    with pytest.raises(ValueError) as info:
+        io.read_recording(norate, name="probe_03_lfp_filtered")
+    text = str(info.value)
+    assert text.startswith(
+        f"{norate}: not a readable NWB file: either 'timestamps' or 'rate' must be specified"
+    )
+    assert "acquisition/probe_03_lfp_filtered" in text
+    assert "GroupBuilder" not in text and "DatasetBuilder" not in text and len(text) < 400
+
+
+# ---------------------------------------------------------------------------- 5, 8, hostile files: the CLI
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, list[str]]:
+    from unitnorm.__main__ import main
+
+    status = main(["normalize", *map(str, argv)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err.splitlines()
+
+
+def test_cli_hides_library_deprecations_shows_data_warnings(tmp_path, capsys):
+    pynwb = pytest.importorskip("pynwb")
+    import datetime
+
+    nwb = pynwb.NWBFile(
+        session_description="unitnorm test",
+        identifier="unitnorm-dev",
+        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    )
+    with pytest.warns(DeprecationWarning, match="'manufacturer' field is deprecated"):
+        nwb.create_device(name="amp", manufacturer="Intan")  # read back, pynwb warns again
+    nwb.add_acquisition(pynwb.TimeSeries(name="lfp", data=np.sin(np.arange(200.0)), unit="mV", rate=100.0))
+    path = tmp_path / "dev.nwb"
+    with pynwb.NWBHDF5IO(str(path), "w") as writer:
+        writer.write(nwb)
+    with warnings.catch_warnings(record=True) as direct:
+        warnings.simplefilter("always")
+        io.read_nwb(path)
+    assert any(issubclass(w.category, DeprecationWarning) for w in direct)  # the library does warn
+    status, out, err = _cli(capsys, path, "--out", tmp_path / "dev.npz")
+    assert status == 0 and "wrote" in out and err == []
+
+    liar = tmp_path / "liar.edf"
+    liar.write_bytes(edf_bytes([eeg("Cz", 16)], [[np.arange(16) * (k + 1)] for k in range(6)], n_records=5))
+    status, out, err = _cli(capsys, liar, "--out", tmp_path / "liar.npz")
+    assert status == 0, err
+    assert len(err) == 1 and err[0].startswith("unitnorm: warning: RecordingWarning: ")
+    assert "the header says 5 data records but the file holds 6" in err[0]
+
+
+def test_cli_skip_unknown_units(odd_units, tmp_path, capsys):
+    status, _, err = _cli(capsys, odd_units, "--out", tmp_path / "x.npz")
+    assert status == 1 and len(err) == 1 and "--skip-unknown-units" in err[0]
+    assert list(tmp_path.iterdir()) == []
+    status, out, err = _cli(capsys, odd_units, "--out", tmp_path / "x.npz", "--skip-unknown-units")
+    assert status == 0, err
+    assert len(err) == 1 and "left out 4 channels with units unitnorm does not know" in err[0]
+    with np.load(tmp_path / "x.npz", allow_pickle=False) as npz:
+        assert npz["channel_names"].tolist() == ["C3", "ECG"]
+
+
+@pytest.mark.parametrize("case", ["bad_label", "overlap", "norate"])
+def test_cli_hostile_files_one_line(case, tmp_path, capsys, nwb13):
+    extra: list[str] = []
+    if case == "bad_label":
+        path = tmp_path / "bad.edf"
+        raw = bytearray(edf_bytes([eeg("Fp1", 4), eeg("Fp2", 4)], [[np.arange(4)] * 2] * 3))
+        raw[256 + 16] = 0x1B
+        path.write_bytes(bytes(raw))
+        match = r"bad\.edf: not a readable EDF/BDF file: signal 2: the label"
+    elif case == "overlap":
+        path = tmp_path / "overlap.edf"
+        records = [[np.arange(4), tal(t, 8)] for t in (0.0, 0.5)]
+        signals = [eeg("Cz", 4), {**eeg("EDF Annotations", 8), "dim": ""}]
+        path.write_bytes(edf_bytes(signals, records, reserved="EDF+D"))
+        match = r"overlap\.edf: EDF\+D \(discontinuous\) file: data record 1 starts at 0.5 s"
+    else:
+        path, extra = nwb13[1], ["--name", "probe_03_lfp_filtered"]
+        match = r"norate\.nwb: not a readable NWB file: either 'timestamps' or 'rate' must be specified"
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    status, out, err = _cli(capsys, path, "--out", out_dir / "x.npz", *extra)
+    assert status == 1 and len(err) == 1, err
+    assert err[0].startswith("unitnorm: error: ") and re.search(match, err[0]), err[0]
+    assert "Traceback" not in err[0] and list(out_dir.iterdir()) == [] and "wrote" not in out
