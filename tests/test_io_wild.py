@@ -369,6 +369,29 @@ def test_brainvision_through_neo_streamed(tmp_path):
     np.testing.assert_allclose(picked.mantissa(10, 20), expected[10:20, [2, 0]], rtol=1e-6)
 
 
+def test_from_neo_streams_a_proxy_chunk_by_chunk(tmp_path):
+    neo = pytest.importorskip("neo")
+    rng = np.random.default_rng(13)
+    digital = rng.integers(-20000, 20000, size=(2000, 2))
+    path = write_brainvision(tmp_path, digital, [0.1, 0.2], rate=1000.0)
+    proxy = neo.io.BrainVisionIO(str(path)).read_block(lazy=True).segments[0].analogsignals[0]
+    windows = []
+    load = proxy.load
+
+    def counted(*args, **kwargs):  # the real load, its calls noted
+        signal = load(*args, **kwargs)
+        windows.append(signal.shape[0])
+        return signal
+
+    proxy.load = counted
+    rec = io.from_neo(proxy)
+    stats = io.channel_stats(rec, chunk_samples=300, progress=False)
+    assert windows == [300] * 6 + [200]  # never the whole signal at once
+    expected = digital * np.array([0.1, 0.2])
+    np.testing.assert_allclose(stats.mean_mantissa, expected.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats.std_mantissa, expected.std(0), rtol=1e-6)
+
+
 def test_fif_through_mne_by_content(tmp_path):
     mne = pytest.importorskip("mne")
     rng = np.random.default_rng(12)

@@ -118,4 +118,13 @@ def read_recording(
             if "neo cannot read it" not in str(err):
                 raise
             raise ValueError(f"{text}, and {str(err)[len(path) + 2 :]}") from None
-    raise ValueError(f"{text}, nor FIF, nor a name neo reads (.vhdr, .ns5, .rhd, an Open Ephys folder, ...)")
+    try:
+        import neo  # noqa: F401  (only to say whether it could have helped)
+
+        hint = "nor a name neo reads (.vhdr, .ns5, .rhd, an Open Ephys folder, ...)"
+    except ImportError:
+        hint = (
+            "and neo, which reads BrainVision, Blackrock, Intan, Open Ephys, ..., "
+            "is not installed (pip install neo)"
+        )
+    raise ValueError(f"{text}, nor FIF, {hint}")
