@@ -259,6 +259,25 @@ def test_mixed_rates_message_is_ready_to_paste():
     assert sorted(seen) == sorted(labels)
 
 
+def test_read_edf_by_rate_one_recording_per_rate():
+    path = EDF_DATA / "test_generator.bdf"
+    recs = io.read_edf_by_rate(path)
+    with pyedflib.EdfReader(str(path)) as f:
+        labels = [f.getLabel(i) for i in range(f.signals_in_file)]
+        rates = [f.getSampleFrequency(i) for i in range(f.signals_in_file)]
+        signals = [f.readSignal(i) for i in range(f.signals_in_file)]
+    assert [float(r.sampling_rate.to_decimal(u.hertz)) for r in recs] == list(dict.fromkeys(rates))
+    assert sorted(n for r in recs for n in r.channel_names) == sorted(labels)
+    for rec in recs:
+        rate = float(rec.sampling_rate.to_decimal(u.hertz))
+        members = [lab for lab, r in zip(labels, rates, strict=True) if r == rate]
+        assert list(rec.channel_names) == members
+        expected = np.stack([signals[labels.index(m)] for m in members], axis=1)
+        np.testing.assert_allclose(rec.mantissa(), expected, rtol=0, atol=1e-9)
+    single = io.read_edf_by_rate(GENERATOR)
+    assert len(single) == 1 and single[0].channel_names == io.read_edf(GENERATOR).channel_names
+
+
 # ---------------------------------------------------------------------------- 8: unknown units
 
 

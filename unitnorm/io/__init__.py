@@ -13,7 +13,7 @@ when it is missing (``pip install 'unitnorm[io]'``).
   chunk, for files larger than memory.
 """
 
-from unitnorm.io._edf import read_edf
+from unitnorm.io._edf import read_edf, read_edf_by_rate
 from unitnorm.io._mne import from_mne, read_fif
 from unitnorm.io._neo import from_neo, read_neo
 from unitnorm.io._nwb import read_nwb
@@ -42,6 +42,7 @@ __all__ = [
     "normalize_recording",
     "parse_unit",
     "read_edf",
+    "read_edf_by_rate",
     "read_fif",
     "read_neo",
     "read_nwb",

@@ -22,7 +22,7 @@ from unitnorm.io._recording import (
 )
 from unitnorm.io._units_parse import parse_unit
 
-__all__ = ["read_edf"]
+__all__ = ["read_edf", "read_edf_by_rate"]
 
 EXTRA_HINT = "pip install 'unitnorm[io]'"
 # Signals with these labels hold EDF+/BDF+ annotations, not samples (plain EDF readers show them).
@@ -393,7 +393,8 @@ def _rate_groups_error(path: str, names: list[str], rates: list[float]) -> Value
     )
     return ValueError(
         f"{path}: the signals have different sampling rates ({shorten(short, 120)}); read one rate "
-        f"at a time, passing the channels of one group: {listing}"
+        f"at a time (read_edf_by_rate gives one Recording per rate), passing the channels of one group: "
+        f"{listing}"
     )
 
 
@@ -477,12 +478,63 @@ def read_edf(
     >>> print(rec.data.unit, rec.data.shape)
     uV (15360, 1)
     """
+    return _read(path, channels, skip_unknown_units, by_rate=False)[0]
+
+
+def read_edf_by_rate(
+    path: str | os.PathLike,
+    channels: str | Sequence[str] | None = None,
+    *,
+    skip_unknown_units: bool = False,
+) -> list[Recording]:
+    """Read an EDF/BDF file whose signals have several sampling rates: one Recording per rate.
+
+    Parameters
+    ----------
+    path, channels, skip_unknown_units
+        As for :func:`read_edf`.
+
+    Returns
+    -------
+    list of Recording
+        One per sampling rate, in the order the rates first appear among the
+        kept signals; each holds that rate's channels in file order (or in the
+        order of ``channels``). A file of one rate gives a list of one.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, ImportError
+        As for :func:`read_edf`, except that mixed rates are not an error.
+
+    See Also
+    --------
+    read_edf : Refuses mixed rates, listing the groups ready to paste.
+
+    Examples
+    --------
+    >>> from unitnorm.io import read_edf_by_rate
+    >>> import pyedflib, pathlib
+    >>> bdf = pathlib.Path(pyedflib.__file__).parent / "tests" / "data" / "test_generator.bdf"
+    >>> [(float(r.sampling_rate.mantissa), r.channel_names[0]) for r in read_edf_by_rate(bdf)][:2]
+    [(1000.0, 'sine 5Hz'), (800.0, 'square 13Hz')]
+    """
+    return _read(path, channels, skip_unknown_units, by_rate=True)
+
+
+def _by_rate(rates: list[float]) -> list[list[int]]:
+    groups: dict[float, list[int]] = {}
+    for j, rate in enumerate(rates):
+        groups.setdefault(rate, []).append(j)
+    return list(groups.values())
+
+
+def _read(path: Any, channels: Any, skip_unknown_units: bool, by_rate: bool) -> list[Recording]:
     pyedflib = _pyedflib()
     path = check_file(path, "read_edf")
     try:
         hdr = Header(path)
     except HeaderError as err:
-        return _read_with_pyedflib(pyedflib, path, channels, skip_unknown_units, str(err))
+        return _read_with_pyedflib(pyedflib, path, channels, skip_unknown_units, str(err), by_rate)
     visible = [i for i in range(hdr.ns) if not (hdr.plus and hdr.annotation(i))]
     labels = [hdr.labels[i] for i in visible]
     names = _names(labels)
@@ -512,34 +564,46 @@ def read_edf(
         offsets.append(pmin - gain * dmin)
         rates.append(hdr.spr[i] / hdr.duration)
     _unknown(path, unknown, kept, skip_unknown_units)
-    if len(set(rates)) > 1:
+    if len(set(rates)) > 1 and not by_rate:
         raise _rate_groups_error(path, [name for _, name in kept], rates)
-    source = MappedSource(path, hdr, [i for i, _ in kept], np.array(gains), np.array(offsets))
-    notes = []
-    if hdr.lie:
-        notes.append(hdr.lie)
-    if hdr.discontinuous:
-        records = np.memmap(
-            path, dtype=np.uint8, mode="r", offset=hdr.header_bytes, shape=(hdr.n_records, hdr.record_bytes)
+    out, notes = [], [hdr.lie] if hdr.lie else []
+    for group in _by_rate(rates):
+        rate = rates[group[0]]
+        source = MappedSource(
+            path, hdr, [kept[j][0] for j in group], np.array(gains)[group], np.array(offsets)[group]
         )
-        try:
-            source.set_onsets(_tal_onsets(hdr, records), rates[0])
-        except HeaderError as err:
-            raise ValueError(f"{path}: {kind} (discontinuous) file: {err}") from None
-        finally:
-            del records
-        if source.gaps:
-            missing = sum(b - a for a, b in source.gaps)
-            notes.append(
-                f"{kind} (discontinuous): {len(source.gaps)} gap{'s' if len(source.gaps) != 1 else ''} "
-                f"({missing / rates[0]:g} s in all) between its {hdr.n_records} data records read as NaN; "
-                "use nan_policy='omit' for statistics of the recorded samples"
-            )
+        if hdr.discontinuous:
+            _place_records(path, hdr, kind, source, rate, notes)
+        rec = Recording._from_source(
+            source, [kept[j][1] for j in group], [units[j] for j in group], rate, description=path
+        )
+        out.append(rec)
+    notes = list(dict.fromkeys(notes))
+    for rec in out:
+        rec._notes = tuple(notes)
     for note in notes:
-        warnings.warn(f"{path}: {note}", RecordingWarning, stacklevel=2)
-    return Recording._from_source(
-        source, [name for _, name in kept], units, rates[0], description=path, notes=notes
+        warnings.warn(f"{path}: {note}", RecordingWarning, stacklevel=3)
+    return out
+
+
+def _place_records(path: str, hdr: Header, kind: str, source: MappedSource, rate: float, notes: list) -> None:
+    """Place an EDF+D file's records at their onsets (gaps NaN); note the gaps."""
+    records = np.memmap(
+        path, dtype=np.uint8, mode="r", offset=hdr.header_bytes, shape=(hdr.n_records, hdr.record_bytes)
     )
+    try:
+        source.set_onsets(_tal_onsets(hdr, records), rate)
+    except HeaderError as err:
+        raise ValueError(f"{path}: {kind} (discontinuous) file: {err}") from None
+    finally:
+        del records
+    if source.gaps:
+        missing = sum(b - a for a, b in source.gaps)
+        notes.append(
+            f"{kind} (discontinuous): {len(source.gaps)} gap{'s' if len(source.gaps) != 1 else ''} "
+            f"({missing / rate:g} s in all) between its {hdr.n_records} data records read as NaN; "
+            "use nan_policy='omit' for statistics of the recorded samples"
+        )
 
 
 def _keep(path: str, visible: list[int], labels: list[str], names: list[str], channels: Any) -> list[int]:
@@ -571,13 +635,13 @@ def _unknown(path: str, unknown: list, kept: list, skip: bool) -> None:
         f"{path}: left out {len(unknown)} channel{'s' if len(unknown) != 1 else ''} with units unitnorm "
         f"does not know: {shorten(listing, 300)}",
         RecordingWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
 def _read_with_pyedflib(
-    pyedflib: Any, path: str, channels: Any, skip_unknown_units: bool, why: str
-) -> Recording:
+    pyedflib: Any, path: str, channels: Any, skip_unknown_units: bool, why: str, by_rate: bool
+) -> list[Recording]:
     """Read through pyedflib when our header reader refuses the file (its reads serialized)."""
     with PYEDFLIB_LOCK:
         try:
@@ -615,9 +679,23 @@ def _read_with_pyedflib(
         finally:
             reader.close()
     _unknown(path, unknown, kept, skip_unknown_units)
-    if len(set(rates)) > 1:
+    if len(set(rates)) > 1 and not by_rate:
         raise _rate_groups_error(path, [name for _, name in kept], rates)
-    if not rates[0] > 0:
-        raise ValueError(f"{path}: sampling rate {rates[0]:g} Hz is not positive")
-    source = PyedflibSource(path, [i for i, _ in kept], np.array(gains), np.array(offsets), counts[0])
-    return Recording._from_source(source, [name for _, name in kept], units, rates[0], description=path)
+    out = []
+    for group in _by_rate(rates):
+        if not rates[group[0]] > 0:
+            raise ValueError(f"{path}: sampling rate {rates[group[0]]:g} Hz is not positive")
+        source = PyedflibSource(
+            path,
+            [kept[j][0] for j in group],
+            np.array(gains)[group],
+            np.array(offsets)[group],
+            counts[group[0]],
+        )
+        names = [kept[j][1] for j in group]
+        out.append(
+            Recording._from_source(
+                source, names, [units[j] for j in group], rates[group[0]], description=path
+            )
+        )
+    return out

@@ -134,6 +134,21 @@ def read_fif(path: str | os.PathLike, channels: str | Sequence[str] | None = Non
         When MNE cannot read it (its reason quoted), or a channel is missing.
     ImportError
         When mne is not installed.
+
+    See Also
+    --------
+    read_recording : Recognizes a FIF file by its first bytes and calls this.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, mne
+    >>> from unitnorm.io import read_fif
+    >>> info = mne.create_info(["Cz", "Pz"], 100.0, "eeg")
+    >>> raw = mne.io.RawArray(np.zeros((2, 100)), info, verbose="error")
+    >>> path = os.path.join(tempfile.mkdtemp(), "demo_raw.fif")
+    >>> _ = raw.save(path, verbose="error")
+    >>> read_fif(path)
+    Recording(2 channels: Cz [V], Pz [V]; 100 samples at 100 Hz, 1 s)
     """
     try:
         import mne

@@ -181,6 +181,18 @@ def read_neo(
     See Also
     --------
     from_neo : For a neo ``AnalogSignal`` (or proxy) already in hand.
+
+    Examples
+    --------
+    neo's ``ExampleIO`` makes up a recording for any ``.fake`` name; it holds
+    several signals, so one is picked by name:
+
+    >>> from unitnorm.io import read_neo
+    >>> rec = read_neo("demo.fake", name="0/stream 0")
+    >>> rec.n_channels, rec.n_samples, str(rec.channel_units[0])
+    (8, 100000, 'uV')
+    >>> rec.read(0, 5).shape
+    (5, 8)
     """
     try:
         import neo  # noqa: F401  (say how to install it before trying)
