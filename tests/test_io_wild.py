@@ -18,6 +18,8 @@ from pathlib import Path
 import brainunit as u
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from unitnorm import io
 
@@ -35,6 +37,7 @@ def edf_bytes(
     duration: float = 1.0,
     reserved: str = "",
     n_records: int | None = None,
+    bdf: bool = False,
 ) -> bytes:
     """An EDF file from the spec's field layout; ``records[r][i]`` is signal i's int16 samples
     (or raw bytes for an annotation signal) in record r."""
@@ -45,7 +48,11 @@ def edf_bytes(
         assert len(text) <= width, (value, width)
         return text.ljust(width, b" ")
 
-    head = b"0       " + field("X X X X", 80) + field("Startdate 01-JAN-2024 X X X", 80)
+    head = (
+        (b"\xffBIOSEMI" if bdf else b"0       ")
+        + field("X X X X", 80)
+        + field("Startdate 01-JAN-2024 X X X", 80)
+    )
     head += field("01.01.24", 8) + field("00.00.00", 8) + field(256 * (ns + 1), 8) + field(reserved, 44)
     head += field(len(records) if n_records is None else n_records, 8) + field(f"{duration:g}", 8)
     head += field(ns, 4)
@@ -70,8 +77,11 @@ def edf_bytes(
     for record in records:
         for s, values in zip(signals, record, strict=True):
             if isinstance(values, bytes):
-                assert len(values) == 2 * s["spr"]
+                assert len(values) == (3 if bdf else 2) * s["spr"]
                 body += values
+            elif bdf:
+                assert values.shape == (s["spr"],)
+                body += np.asarray(values, dtype="<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
             else:
                 assert values.shape == (s["spr"],)
                 body += np.asarray(values, dtype="<i2").tobytes()
@@ -88,9 +98,68 @@ def physical(s: dict, digital: np.ndarray) -> np.ndarray:
     )
 
 
-def tal(onset: float, spr: int) -> bytes:
+def tal(onset: float, spr: int, width: int = 2) -> bytes:
     text = f"+{onset:g}\x14\x14\x00".encode()
-    return text.ljust(2 * spr, b"\x00")
+    return text.ljust(width * spr, b"\x00")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    bdf=st.booleans(),
+    spr=st.integers(1, 6),
+    n_signals=st.integers(1, 4),
+    steps=st.lists(
+        st.integers(0, 3), min_size=1, max_size=5
+    ),  # record r starts `step` records after r-1 ends
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
+def test_edf_reader_equals_the_formula(tmp_path_factory, bdf, spr, n_signals, steps, seed, data):
+    """Random EDF/BDF(+D) files written here: every window equals the float64 formula, gaps NaN."""
+    rng = np.random.default_rng(seed)
+    top = 2**23 - 1 if bdf else 32767
+    signals = []
+    for i in range(n_signals):
+        dmin = int(rng.integers(-top - 1, 0))
+        dmax = int(rng.integers(dmin + 1, top + 1))
+        pmin, pmax = (float(np.round(v, 2)) for v in rng.uniform(-9999, 9999, 2))
+        signals.append(
+            {
+                "label": f"S{i}",
+                "dim": "mV",
+                "pmin": pmin,
+                "pmax": pmax,
+                "dmin": dmin,
+                "dmax": dmax,
+                "spr": spr,
+            }
+        )
+    discontinuous = any(steps[1:])
+    onsets = np.cumsum([0] + [1 + k for k in steps[1:]]).astype(float)  # in records of 1 s
+    digital = [[rng.integers(sg["dmin"], sg["dmax"] + 1, spr) for sg in signals] for _ in onsets]
+    all_signals = signals + (
+        [{**eeg("BDF Annotations" if bdf else "EDF Annotations", 8), "dim": ""}] if discontinuous else []
+    )
+    records = [
+        d + ([tal(t, 8, 3 if bdf else 2)] if discontinuous else [])
+        for d, t in zip(digital, onsets, strict=True)
+    ]
+    kind = "BDF" if bdf else "EDF"
+    path = tmp_path_factory.mktemp("prop") / "x.edf"
+    path.write_bytes(edf_bytes(all_signals, records, reserved=f"{kind}+D" if discontinuous else "", bdf=bdf))
+    expected = np.full((int(onsets[-1] + 1) * spr, n_signals), np.nan)
+    for t, d in zip(onsets, digital, strict=True):
+        for j, sg in enumerate(signals):
+            expected[int(t) * spr : int(t) * spr + spr, j] = physical(sg, d[j])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", io.RecordingWarning)
+        rec = io.read_edf(path)
+    assert rec.n_samples == expected.shape[0] and rec.channel_units == (u.mvolt,) * n_signals
+    a = data.draw(st.integers(0, rec.n_samples))
+    b = data.draw(st.integers(a, rec.n_samples))
+    np.testing.assert_allclose(rec.mantissa(a, b), expected[a:b], rtol=1e-15, atol=1e-9)
+    np.testing.assert_allclose(rec.mantissa(), expected, rtol=1e-15, atol=1e-9)
+    assert sum(y - x for x, y in rec.gaps) == int(np.isnan(expected[:, 0]).sum())
 
 
 # ---------------------------------------------------------------------------- 3: open elsewhere, threads
