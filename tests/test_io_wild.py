@@ -644,3 +644,19 @@ def test_cli_hostile_files_one_line(case, tmp_path, capsys, nwb13):
     assert status == 1 and len(err) == 1, err
     assert err[0].startswith("unitnorm: error: ") and re.search(match, err[0]), err[0]
     assert "Traceback" not in err[0] and list(out_dir.iterdir()) == [] and "wrote" not in out
+
+
+def test_edf_changed_after_opening_is_refused(tmp_path):
+    s = [eeg("Cz", 4)]
+    path = tmp_path / "growing.edf"
+    path.write_bytes(edf_bytes(s, [[np.arange(4)]] * 3))
+    rec = io.read_edf(path)
+    with open(path, "ab") as fh:  # a writer appends a record: the memory map's shape is stale
+        fh.write(np.arange(4, dtype="<i2").tobytes())
+    with pytest.raises(ValueError, match=r"growing\.edf: the file changed since it was opened"):
+        rec.mantissa()
+    path.unlink()
+    with pytest.raises(
+        ValueError, match=r"growing\.edf: not a readable EDF/BDF file any more \(No such file"
+    ):
+        rec.mantissa()

@@ -240,9 +240,15 @@ class MappedSource:
         try:
             now = Header(self.path).key()
         except (OSError, HeaderError) as err:
-            raise ValueError(f"{self.path}: the file changed since it was opened ({err})") from None
+            why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise ValueError(
+                f"{self.path}: not a readable EDF/BDF file any more ({why}); it changed since it was opened"
+            ) from None
         if now != self.key:
-            raise ValueError(f"{self.path}: the file changed since it was opened (its header differs now)")
+            raise ValueError(
+                f"{self.path}: the file changed since it was opened (its header or size differs now); "
+                "read it again"
+            )
         records = np.memmap(
             self.path,
             dtype=np.uint8,
