@@ -660,3 +660,18 @@ def test_edf_changed_after_opening_is_refused(tmp_path):
         ValueError, match=r"growing\.edf: not a readable EDF/BDF file any more \(No such file"
     ):
         rec.mantissa()
+
+
+def test_header_lies_other_ways(tmp_path):
+    s = [eeg("Cz", 4)]
+    body = [[np.arange(4) * k] for k in range(3)]
+    trailing = tmp_path / "trailing.edf"
+    trailing.write_bytes(edf_bytes(s, body) + b"\x01\x02\x03")
+    with pytest.warns(io.RecordingWarning, match=r"the 3 bytes after the last complete data record are ignored"):
+        rec = io.read_edf(trailing)
+    np.testing.assert_allclose(rec.mantissa()[:, 0], physical(s[0], np.concatenate([b[0] for b in body])))
+    unknown = tmp_path / "recording.edf"  # -1: the count was never written (recording in progress)
+    unknown.write_bytes(edf_bytes(s, body, n_records=-1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: -1 means "see the file size"
+        assert io.read_edf(unknown).n_samples == 12

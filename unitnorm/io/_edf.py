@@ -60,7 +60,10 @@ class HeaderError(ValueError):
 
 
 def _field(raw: bytes, what: str) -> str:
-    text = raw.decode("latin-1")
+    try:  # EDF says ASCII; writers in the wild use UTF-8 ('µV' as b'\xc2\xb5V') or Latin-1
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise HeaderError(f"{what} {raw!r} holds control characters (EDF allows printable ASCII only)")
     return text.strip()
@@ -145,17 +148,19 @@ class Header:
         held, partial = divmod(data_bytes, self.record_bytes)
         self.n_records_said = n_said
         self.lie = None
-        if n_said != -1 and (held < n_said or (held == n_said and partial)):
+        if n_said != -1 and held < n_said:
             raise HeaderError(
                 f"the file is truncated: the header says {n_said} data records but the file holds "
                 f"{held}" + (f" and {partial} bytes of an incomplete one" if partial else "")
             )
+        notes = []
         if n_said != -1 and held > n_said:  # EDF: -1 while recording; the file size is the truth then
-            self.lie = (
-                f"the header says {n_said} data records but the file holds {held}"
-                + (f" (and {partial} bytes of an incomplete one)" if partial else "")
-                + f"; reading all {held}, as MNE does"
+            notes.append(
+                f"the header says {n_said} data records but the file holds {held}; reading all {held}, as MNE does"
             )
+        if partial:
+            notes.append(f"the {partial} bytes after the last complete data record are ignored")
+        self.lie = "; ".join(notes) or None
         if held <= 0:
             raise HeaderError(f"the file holds no complete data record (the header says {n_said})")
         self.n_records = int(held)
@@ -448,10 +453,12 @@ def read_edf(
     Warns
     -----
     RecordingWarning
-        When the header's number of data records differs from what the file
-        holds (both counts named; the complete records held are read, as MNE
-        does), when an EDF+D file has gaps (read as NaN), and when
-        ``skip_unknown_units`` leaves signals out.
+        When the file holds more data records than its header says (both
+        counts named; all complete records are read, as MNE does) or bytes of
+        an incomplete record (ignored), when an EDF+D file has gaps (read as
+        NaN), and when ``skip_unknown_units`` leaves signals out. A file with
+        fewer records than its header says is refused as truncated, naming both
+        counts.
 
     See Also
     --------
