@@ -156,7 +156,8 @@ class Header:
         notes = []
         if n_said != -1 and held > n_said:  # EDF: -1 while recording; the file size is the truth then
             notes.append(
-                f"the header says {n_said} data records but the file holds {held}; reading all {held}, as MNE does"
+                f"the header says {n_said} data records but the file holds {held}; "
+                f"reading all {held}, as MNE does"
             )
         if partial:
             notes.append(f"the {partial} bytes after the last complete data record are ignored")
