@@ -675,3 +675,13 @@ def test_header_lies_other_ways(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning: -1 means "see the file size"
         assert io.read_edf(unknown).n_samples == 12
+
+
+def test_one_line_keeps_reason_and_fix():
+    from unitnorm.__main__ import _one_line
+
+    reason, fix = "x.nwb: the NWB file holds several TimeSeries", "; pass name=... (or --name)"
+    middle = ", ".join(f"'series_{k:03d}'" for k in range(200))
+    line = _one_line(ValueError(f"{reason} [{middle}]{fix}"))
+    assert len(line) <= 400 and line.startswith(reason) and line.endswith(fix) and " ... " in line
+    assert _one_line(ValueError("short\n  message")) == "short message"
