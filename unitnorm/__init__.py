@@ -9,7 +9,7 @@ MNE or neo.
 import importlib
 from typing import Any
 
-from unitnorm import functional, init, nn, state
+from unitnorm import functional, init, nn, state  # noqa: F401 - submodules as attributes
 from unitnorm._checkpoint import load, save
 from unitnorm._units import UnitError
 from unitnorm.functional import weight_standardization

@@ -44,7 +44,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _one_line(err: BaseException, source: str | None = None) -> str:
-    """One line for an exception: its message, whitespace collapsed, at most 400 characters."""
+    """One line for an exception: its message, whitespace collapsed, at most 400 characters.
+
+    A longer message is cut in the middle, so its start (the reason) and its end
+    (the fix, e.g. "pass name=... (or --name)") both survive.
+    """
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         text = f"{err.filename}: {err.strerror}"
     else:
@@ -52,7 +56,24 @@ def _one_line(err: BaseException, source: str | None = None) -> str:
     known = (OSError, ValueError, TypeError, ImportError, ArithmeticError)
     if not isinstance(err, known):  # a library's own exception type, e.g. from h5py or hdmf
         text = f"{source + ': ' if source else ''}{type(err).__name__}: {text}"
-    return text if len(text) <= 400 else text[:397] + "..."
+    return text if len(text) <= 400 else f"{text[:260]} ... {text[-135:]}"
+
+
+def _concerns_data(w: warnings.WarningMessage) -> bool:
+    """Whether a warning is about the user's data (shown) rather than a library's own notice.
+
+    Deprecation-like categories are never shown (pynwb's, h5py's, ...); unitnorm's
+    ``RecordingWarning`` always is; other warnings only when unitnorm issued them.
+    """
+    quiet = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning, ResourceWarning)
+    if issubclass(w.category, quiet):
+        return False
+    from unitnorm.io import RecordingWarning
+
+    if issubclass(w.category, RecordingWarning):
+        return True
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    return os.path.abspath(w.filename).startswith(package)
 
 
 def _split_channels(tokens: Sequence[str] | None) -> list[str] | None:
@@ -109,7 +130,9 @@ def normalize_command(args: argparse.Namespace) -> int:
         raise ValueError("--factor-new, --init-block-size and --eps apply to --method ems only")
     if ems and args.save_stats is not None:
         raise ValueError("--save-stats: ems keeps no fitted statistics (it adapts as it goes)")
-    rec = io.read_recording(args.input, channels=channels, name=args.name)
+    rec = io.read_recording(
+        args.input, channels=channels, name=args.name, skip_unknown_units=args.skip_unknown_units
+    )
     out = os.fspath(args.out)
     for path in (out, args.save_stats):
         if path is not None and os.path.exists(path) and os.path.samefile(path, args.input):
@@ -415,6 +438,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     n.add_argument("--chunk-seconds", type=float, metavar="S", help="seconds of samples read at a time")
     n.add_argument("--name", help="NWB only: the TimeSeries to read")
+    n.add_argument(
+        "--skip-unknown-units",
+        action="store_true",
+        help="EDF/BDF: leave out channels whose unit unitnorm does not know (one warning names them)",
+    )
     return parser
 
 
@@ -448,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
     seen = set()
     for w in caught:
+        if not _concerns_data(w):
+            continue
         text = " ".join(str(w.message).split())
         if text not in seen:
             seen.add(text)

@@ -6,7 +6,8 @@ when it is missing (``pip install 'unitnorm[io]'``).
 
 - :func:`parse_unit` reads the unit strings files carry (``'uV'``, ``'µV'``, ``'volts'``, ``'fT/cm'``).
 - :class:`Recording` holds channel names, units and a sampling rate, and reads
-  samples lazily; :func:`read_recording` picks the reader from the file's first bytes.
+  samples lazily; :func:`read_recording` picks the reader (EDF/BDF, NWB, FIF through
+  MNE, or any format neo reads) from the file's first bytes or its name.
 - :func:`write_npz` writes an array or a Recording (streamed chunk by chunk) to an
   ``.npz`` file atomically; :func:`load_normalized` reads a normalized one back.
 
@@ -21,22 +22,26 @@ import importlib
 import warnings
 from typing import Any
 
-from unitnorm.io._edf import read_edf
-from unitnorm.io._mne import from_mne
-from unitnorm.io._neo import from_neo
+from unitnorm.io._edf import read_edf, read_edf_by_rate
+from unitnorm.io._mne import from_mne, read_fif
+from unitnorm.io._neo import from_neo, read_neo
 from unitnorm.io._nwb import read_nwb
-from unitnorm.io._recording import Recording
+from unitnorm.io._recording import Recording, RecordingWarning
 from unitnorm.io._sniff import read_recording
 from unitnorm.io._stream import load_normalized, write_npz
 from unitnorm.io._units_parse import parse_unit
 
 __all__ = [
     "Recording",
+    "RecordingWarning",
     "from_mne",
     "from_neo",
     "load_normalized",
     "parse_unit",
     "read_edf",
+    "read_edf_by_rate",
+    "read_fif",
+    "read_neo",
     "read_nwb",
     "read_recording",
     "write_npz",

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import brainunit as u
 import numpy as np
 
-from unitnorm.io._recording import ReadFn, Recording
+from unitnorm.io._recording import ReadFn, Recording, no_such_channel
 from unitnorm.io._units_parse import _DEG_C
 
-__all__ = ["from_mne"]
+__all__ = ["from_mne", "read_fif"]
 
 # FIFF unit codes (mne.io.constants.FIFF.FIFF_UNIT_*) -> the SI unit MNE's get_data() returns.
 _FIFF_UNITS: dict[int, u.Unit] = {
@@ -109,3 +111,63 @@ def from_mne(raw: Any) -> Recording:
             )
         units.append(_FIFF_UNITS[code])
     return Recording._from_source(MneSource(raw), list(raw.ch_names), units, float(raw.info["sfreq"]))
+
+
+def read_fif(path: str | os.PathLike, channels: str | Sequence[str] | None = None) -> Recording:
+    """Read a FIF raw file through MNE (``mne.io.read_raw_fif(preload=False)``), lazily.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.fif`` (or ``.fif.gz``) file.
+    channels : str or sequence of str, optional
+        Channel names to keep, in this order.
+
+    Returns
+    -------
+    Recording
+        As :func:`from_mne` gives it; samples are read per chunk by ``raw.get_data``.
+
+    Raises
+    ------
+    ValueError
+        When MNE cannot read it (its reason quoted), or a channel is missing.
+    ImportError
+        When mne is not installed.
+
+    See Also
+    --------
+    read_recording : Recognizes a FIF file by its first bytes and calls this.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, mne
+    >>> from unitnorm.io import read_fif
+    >>> info = mne.create_info(["Cz", "Pz"], 100.0, "eeg")
+    >>> raw = mne.io.RawArray(np.zeros((2, 100)), info, verbose="error")
+    >>> path = os.path.join(tempfile.mkdtemp(), "demo_raw.fif")
+    >>> _ = raw.save(path, verbose="error")
+    >>> read_fif(path)
+    Recording(2 channels: Cz [V], Pz [V]; 100 samples at 100 Hz, 1 s)
+    """
+    try:
+        import mne
+    except ImportError as err:
+        raise ImportError("read_fif needs mne, which is not installed: pip install mne") from err
+    path = os.fspath(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # naming conventions (raw.fif, ...): not about the data
+            raw = mne.io.read_raw_fif(path, preload=False, verbose="error")
+    except Exception as err:  # MNE raises many kinds for a file that is not FIF
+        text = " ".join(str(err).split()).replace(path, "the file")
+        raise ValueError(f"{path}: not a readable FIF file ({text})") from None
+    rec = from_mne(raw)
+    rec._description = path
+    if channels is not None:
+        wanted = [channels] if isinstance(channels, str) else list(channels)
+        missing = [c for c in wanted if c not in rec.channel_names]
+        if missing:
+            raise ValueError(f"{path}: {no_such_channel(missing[0], rec.channel_names)}")
+        rec = rec.pick(wanted)
+    return rec

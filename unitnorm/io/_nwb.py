@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from unitnorm.io._edf import EXTRA_HINT, check_file
-from unitnorm.io._recording import ReadFn, Recording, no_such_channel
+from unitnorm.io._recording import ReadFn, Recording, no_such_channel, shorten
 from unitnorm.io._units_parse import parse_unit
 
 __all__ = ["read_nwb"]
@@ -63,6 +63,28 @@ class NwbSource:
             handle.close()
 
 
+def _reason(err: BaseException, path: str) -> str:
+    """Return the reason in a pynwb/hdmf error, first, without the dump of the object it concerns.
+
+    hdmf's ``ConstructError`` carries ``(builder, message)``: the builder prints as a
+    long dictionary, the message ends in "... due to: <the reason>".
+    """
+    messages = [a for a in err.args if isinstance(a, str)]
+    text = " ".join((messages[-1] if messages else str(err)).split())
+    where = ""
+    for arg in err.args:
+        name = getattr(arg, "path", None) or getattr(arg, "name", None)
+        if isinstance(name, str) and not isinstance(arg, str):
+            where = f" (in {name.removeprefix('root/')})"
+            break
+    marker = "due to: "
+    if marker in text:
+        what = text[: text.index(marker)].replace("Could not construct ", "").replace(" object ", " ")
+        text = f"{text[text.index(marker) + len(marker) :]}; could not build the {what.strip()}"
+    text = text.replace(path, "the file")
+    return f"{text}{where}" if len(text) < 300 else shorten(text, 300) + where
+
+
 def _all_series(nwbfile: Any, pynwb: Any) -> list[Any]:
     return [obj for obj in nwbfile.objects.values() if isinstance(obj, pynwb.TimeSeries)]
 
@@ -73,9 +95,9 @@ def _find(nwbfile: Any, pynwb: Any, name: str | None, path: str) -> Any:
         found = [s for s in series if s.name == name]
         if len(found) == 1:
             return found[0]
-        names = sorted({s.name for s in series})
+        names = shorten(", ".join(repr(n) for n in sorted({s.name for s in series})), 240)
         if not found:
-            raise ValueError(f"{path}: no TimeSeries named {name!r}; the file has {names}")
+            raise ValueError(f"{path}: no TimeSeries named {name!r}; pass name= (or --name) one of {names}")
         raise ValueError(
             f"{path}: {len(found)} TimeSeries are named {name!r}; rename one"
         )  # pragma: no cover
@@ -85,7 +107,7 @@ def _find(nwbfile: Any, pynwb: Any, name: str | None, path: str) -> Any:
         return pool[0]
     if not pool:
         raise ValueError(f"{path}: the NWB file holds no TimeSeries")
-    names = sorted(s.name for s in pool)
+    names = shorten(repr(sorted(s.name for s in pool)), 200)
     raise ValueError(f"{path}: the NWB file holds several TimeSeries {names}; pass name=... (or --name)")
 
 
@@ -177,12 +199,12 @@ def read_nwb(
     try:
         io = pynwb.NWBHDF5IO(path, "r")
     except Exception as err:  # h5py and hdmf raise many kinds for a file that is not NWB
-        raise ValueError(f"{path}: not a readable NWB file ({' '.join(str(err).split())})") from None
+        raise ValueError(f"{path}: not a readable NWB file: {_reason(err, path)}") from None
     try:
         try:
             nwbfile = io.read()
         except Exception as err:
-            raise ValueError(f"{path}: not a readable NWB file ({' '.join(str(err).split())})") from None
+            raise ValueError(f"{path}: not a readable NWB file: {_reason(err, path)}") from None
         series = _find(nwbfile, pynwb, name, path)
         data = series.data
         if not isinstance(data, h5py.Dataset):

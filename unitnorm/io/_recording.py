@@ -14,7 +14,16 @@ import numpy as np
 from unitnorm import _units
 from unitnorm.io._units_parse import parse_unit
 
-__all__ = ["Recording"]
+__all__ = ["Recording", "RecordingWarning"]
+
+
+class RecordingWarning(UserWarning):
+    """A fact about a recording's file that changes what is read.
+
+    A header whose record count is wrong, gaps read as NaN, channels left out:
+    the command line shows these (and hides library warnings).
+    """
+
 
 # read(start, stop, columns) -> float64 array (stop - start, len(columns)) in the source's units
 ReadFn = Callable[[int, int, Sequence[int]], np.ndarray]
@@ -217,9 +226,11 @@ class Recording:
         units: Sequence[u.Unit],
         rate: float,
         description: str | None = None,
+        notes: Sequence[str] = (),
     ) -> Recording:
         rec = cls.__new__(cls)
         rec._init(source, names, units, rate, range(len(names)), None, description)
+        rec._notes = tuple(notes)
         return rec
 
     def _init(
@@ -245,6 +256,7 @@ class Recording:
         self._columns = tuple(int(c) for c in columns)
         self._factors = factors
         self._description = description
+        self._notes: tuple[str, ...] = ()
 
     def _derive(self, indices: Sequence[int], target: u.Unit | None = None) -> Recording:
         rec = Recording.__new__(Recording)
@@ -265,6 +277,7 @@ class Recording:
             factors,
             self._description,
         )
+        rec._notes = self._notes
         return rec
 
     # ------------------------------------------------------------------ description
@@ -298,6 +311,16 @@ class Recording:
     def duration(self) -> u.Quantity:
         """``n_samples / sampling_rate``, a Quantity in seconds."""
         return u.Quantity(self.n_samples / self._rate, unit=u.second)
+
+    @property
+    def gaps(self) -> tuple[tuple[int, int], ...]:
+        """Sample ranges ``(start, stop)`` the file does not cover, read as NaN (EDF+D); else ``()``."""
+        return tuple(getattr(self._source, "gaps", ()))
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the reader did that a user should know (also issued as :class:`RecordingWarning`)."""
+        return self._notes
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{n} [{unit}]" for n, unit in zip(self._names[:6], self._units[:6], strict=True))
@@ -431,9 +454,36 @@ class Recording:
             return read(start, stop)
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut in the middle to at most ``limit`` characters, keeping its start and its end."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 5, 2)
+    head = keep * 2 // 3
+    return f"{text[:head]} ... {text[len(text) - (keep - head) :]}"
+
+
+def unknown_units_error(where: str, unknown: Sequence[tuple[str, str, Exception]]) -> ValueError:
+    """Build the error for channels whose unit strings ``parse_unit`` refuses: what, the fix, why."""
+    name, dim, err = unknown[0]
+    detail = str(err)
+    head = f"unknown unit {dim!r}"
+    if len(unknown) == 1:
+        what = f"channel {name!r}: {head}"
+        detail = detail[len(head) :].lstrip(";: ") if detail.startswith(head) else detail
+    else:
+        listing = ", ".join(f"{n!r} ({d!r})" for n, d, _ in unknown)
+        what = f"{len(unknown)} channels have units unitnorm does not know: {shorten(listing, 200)}"
+    them = "them" if len(unknown) > 1 else "it"
+    return ValueError(
+        f"{where}: {what}; leave {them} out with skip_unknown_units=True (command line: "
+        f"--skip-unknown-units) or pick channels with channels=[...] (--channels); {detail}"
+    )
+
+
 def no_such_channel(name: str, names: Sequence[str]) -> str:
     """Describe a channel name that is not there, with close matches and the channel list."""
     close = difflib.get_close_matches(name, list(names), n=3)
     hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-    shown = ", ".join(map(repr, names[:20])) + (", ..." if len(names) > 20 else "")
+    shown = shorten(", ".join(map(repr, names)), 240)
     return f"no channel named {name!r}{hint}; the channels are {shown}"
