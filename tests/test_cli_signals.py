@@ -7,52 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-
-def write_edf(path: Path, n_channels: int, seconds: int, rate: int = 256, seed: int = 0) -> None:
-    """A plain EDF of int16 samples in uV, written field by field (fast for files of many MB)."""
-
-    def field(value, width):
-        text = str(value).encode("ascii")
-        assert len(text) <= width, value
-        return text.ljust(width)
-
-    header = b"".join(
-        [
-            field(0, 8),
-            field("X X X X", 80),
-            field("Startdate 01-JAN-2020 X X X", 80),
-            field("01.01.20", 8),
-            field("00.00.00", 8),
-            field(256 * (n_channels + 1), 8),
-            field("", 44),
-            field(seconds, 8),
-            field(1, 8),
-            field(n_channels, 4),
-        ]
-    )
-    per_signal = [
-        ([f"EEG{i:03d}" for i in range(n_channels)], 16),
-        (["AgAgCl electrode"] * n_channels, 80),
-        (["uV"] * n_channels, 8),
-        (["-3276.8"] * n_channels, 8),
-        (["3276.7"] * n_channels, 8),
-        (["-32768"] * n_channels, 8),
-        (["32767"] * n_channels, 8),
-        ([""] * n_channels, 80),
-        ([rate] * n_channels, 8),
-        ([""] * n_channels, 32),
-    ]
-    for values, width in per_signal:
-        header += b"".join(field(v, width) for v in values)
-    rng = np.random.default_rng(seed)
-    with open(path, "wb") as fh:
-        fh.write(header)
-        for _ in range(0, seconds, 60):  # a minute of records at a time: (records, channels, samples)
-            block = rng.integers(-2000, 2000, size=(60, n_channels, rate), dtype=np.int16)
-            fh.write(block.astype("<i2").tobytes())
+from _files import write_edf
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -82,3 +38,55 @@ def test_sigterm_removes_the_temporary_output_and_exits_143(tmp_path):
     assert os.listdir(out_dir) == [], "a partial or temporary file was left behind"
     lines = stderr.strip().splitlines()
     assert lines == ["unitnorm: terminated (SIGTERM); no output was written"], stderr
+
+
+def _anon_kib(pid: int) -> int | None:
+    """Resident memory of ``pid`` that is not backed by a file (heap, arrays), in KiB."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _peak_anon_mib(argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _anon_kib(proc.pid) or 0)
+        time.sleep(0.005)
+    stdout, stderr = proc.communicate()
+    return peak / 1024, subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/PID/status")
+@pytest.mark.parametrize("method", ["zscore", "robust"])
+def test_normalize_memory_is_bounded_by_the_chunk_not_the_file(tmp_path, method):
+    """The whole CLI run stays within a few chunks of the interpreter's own memory, whatever the file size."""
+    src = tmp_path / "long.edf"
+    write_edf(src, n_channels=64, seconds=1800)  # 59 MB of int16: 118 MB of float32 output, 236 MB float64
+    baseline, _ = _peak_anon_mib(
+        [sys.executable, "-c", "import jax.numpy as jnp, unitnorm, unitnorm.io; jnp.ones(3)"]
+    )
+    peak, proc = _peak_anon_mib(
+        [
+            sys.executable,
+            "-m",
+            "unitnorm",
+            "normalize",
+            str(src),
+            "--out",
+            str(tmp_path / "z.npz"),
+            "--method",
+            method,
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    # a chunk is 2**20 values (8 MiB in float64); allow a few of them plus the reader's buffers, far
+    # below the 118 MB output that reading the result back would take
+    assert peak - baseline < 80, (
+        f"peak non-file-backed memory {peak:.0f} MiB, interpreter alone {baseline:.0f} MiB"
+    )

@@ -154,7 +154,8 @@ def normalize_command(args: argparse.Namespace) -> int:
         scaler = preprocessing.write_normalized(rec, out, method, scaler=scaler, chunk_samples=step)
         if args.save_stats is not None:
             un.save(args.save_stats, scaler)
-        saved = io.load_normalized(out)
+        # the table comes from the fitted statistics, not from reading the (large) output back
+        saved = _with_units(preprocessing._stream.summary_fields(scaler, rec, method))
         keys = ["mean", "std"] if method == "zscore" else ["center", "scale"]
         keys += ["mad"] if method == "mad" else []
         heads = {"mad": "MAD", "center": "median", "scale": "scale"}
@@ -264,6 +265,18 @@ def _quantity(text: str, flag: str) -> Any:
     if not unit:
         return value
     return u.Quantity(value, unit=parse_unit(unit))
+
+
+def _with_units(fields: dict[str, Any]) -> dict[str, Any]:
+    """``{name: values}`` with each ``<name>_unit`` attached, as ``load_normalized`` gives them."""
+    from unitnorm.io import parse_unit
+
+    out = dict(fields)
+    for key, units in fields.items():
+        if key.endswith("_unit") and key[: -len("_unit")] in fields:
+            name = key[: -len("_unit")]
+            out[name] = [v * parse_unit(str(unit)) for v, unit in zip(fields[name], units, strict=True)]
+    return out
 
 
 def _fmt(value: Any) -> str:

@@ -460,6 +460,17 @@ def write_normalized(
         scaler._check_fitted("write_normalized")
         method = _method_of(scaler)
     normalized = scaler.transform(rec)
+    small = summary_fields(scaler, rec, method)
+    write_npz(path, normalized, small, chunk_samples=step, progress=progress)
+    return scaler
+
+
+def summary_fields(scaler: Any, rec: Recording, method: str) -> dict[str, Any]:
+    """Return the small fields :func:`write_normalized` stores beside ``data`` (statistics with units).
+
+    Computed from the fitted scaler alone (no pass over the data), so a caller can also
+    print them without reading the output back.
+    """
     layout = scaler._layout
     if layout.names is not None:
         rec = rec.pick(list(layout.names))
@@ -488,5 +499,4 @@ def write_normalized(
             "mad": layout.per_channel(scaler._stats["mad"][0]),
             "mad_unit": units,
         }
-    write_npz(path, normalized, small, chunk_samples=step, progress=progress)
-    return scaler
+    return small
