@@ -331,7 +331,10 @@ def test_non_negative_axes_fix_the_input_shape():
     layer = un.LayerNorm((5, 6), reduction_axes=(0, 1))
     x = jnp.asarray(rand(5, 6))
     close(layer(x), np_layer_norm(np.asarray(x), (0, 1)))
-    with pytest.raises(ValueError, match=r"non-negative axes.*in_size=\(5, 6\) only; got \(2, 5, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected input of shape \(5, 6\), got \(2, 5, 6\); its non-negative reduction_axes",
+    ):
         layer(jnp.ones((2, 5, 6)))
     # the same axes written negatively accept the batch axis
     neg = un.LayerNorm((5, 6), reduction_axes=(-2, -1))
@@ -678,9 +681,9 @@ def fresh_layer():
 
 CALL_ERRORS = [
     ("wrong shape", mv_layer, lambda layer: layer(jnp.ones((2, 5, 5)) * u.mV), ValueError,
-     r"LayerNorm expected input of shape \(batch, 5, 6\) or \(5, 6\), got \(2, 5, 5\)"),
-    ("wrong rank", mv_layer, lambda layer: layer(jnp.ones((2, 2, 5, 6)) * u.mV), ValueError,
-     r"got \(2, 2, 5, 6\)"),
+     r"LayerNorm expected input of shape \(\*batch, 5, 6\) or \(5, 6\), got \(2, 5, 5\)"),
+    ("wrong rank", mv_layer, lambda layer: layer(jnp.ones((6,)) * u.mV), ValueError,
+     r"got \(6,\)"),
     ("another dimension", mv_layer, lambda layer: layer(jnp.ones((2, 5, 6)) * u.nA), u.UnitMismatchError,
      r"LayerNorm\(in_unit=mV\) received current \(nA\)"),
     ("plain array into mV layer", mv_layer, lambda layer: layer(jnp.ones((2, 5, 6))), u.UnitMismatchError,
