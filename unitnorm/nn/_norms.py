@@ -245,10 +245,6 @@ class _SampleNorm(Module):
             out_dtype=out_dtype,
         )
 
-    def update(self, x: Any, mask: Any = None) -> Any:
-        """brainstate's name for the call: ``layer.update(x)`` is ``layer(x)``."""
-        return self(x, mask=mask)
-
     def __call__(self, x: Any, mask: Any = None) -> Any:
         """Normalize ``x``.
 
