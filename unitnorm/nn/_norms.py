@@ -308,19 +308,21 @@ class LayerNorm(_WeightNorm):
 
     Standardizes each sample over ``reduction_axes`` (by default its last
     axis), then applies a learned ``scale`` and ``bias`` along
-    ``feature_axes``. brainstate's signature, so code moves over unchanged.
+    ``feature_axes``. brainstate's signature: code moves over unchanged, except
+    for the few differences listed in the user guide (*Coming from ...*).
 
     Parameters
     ----------
     in_size : int or sequence of int
         The shape of one sample, without the batch axis, e.g. ``(length, channels)``.
     reduction_axes : int or sequence of int, default -1
-        Axes of the input the statistics are taken over (see the module rule:
-        negative ones count from the end; any non-negative one fixes the input
-        shape to ``in_size``).
+        Positions in the input the statistics are taken over. Negative ones
+        count from the end; non-negative ones that all lie within ``in_size``
+        fix the input to shape ``in_size``; if one lies beyond it they count
+        positions of a ``(batch, *in_size)`` input (see the Notes).
     feature_axes : int or sequence of int, default -1
-        Axes the ``scale`` and ``bias`` run along; their shape is
-        ``tuple(in_size[a] for a in feature_axes)``.
+        Axes of ``in_size`` the ``scale`` and ``bias`` run along; their
+        shape is ``tuple(in_size[a] for a in feature_axes)``.
     epsilon : float or Quantity, default 1e-6
         Added to the variance. A float is read in the reference unit squared;
         a Quantity must have the dimension of the input's unit squared.
@@ -378,12 +380,12 @@ class LayerNorm(_WeightNorm):
     statistics and no train/eval difference.
 
     Input shape and axes: the input has shape ``in_size`` or
-    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
-    flax: negative axes count from the end and mean the same with or without
-    the batch axis, which is never reduced. A layer given any non-negative
-    axis accepts only input of shape exactly ``in_size`` (include the batch
-    axis in ``in_size`` if there is one), since a leading batch axis would
-    shift what those axes name.
+    ``(*batch, *in_size)``, any number of leading batch axes, each slice
+    normalized on its own. ``feature_axes`` name axes of ``in_size``;
+    ``reduction_axes`` are positions in the input as passed (negative ones
+    count from the end; non-negative ones within ``in_size`` fix the input
+    to shape ``in_size``). The rule, shared by every layer, is written once
+    in :ref:`axes-rule`.
 
     Examples
     --------
@@ -466,10 +468,10 @@ class RMSNorm(_SampleNorm):
     scale_init : initializer, default Constant(1.)
         Anything :func:`unitnorm.init.resolve` accepts; its unit is the output unit.
     reduction_axes : int or sequence of int, default -1
-        Axes of the input the mean square is taken over (negative ones count
-        from the end; any non-negative one fixes the input shape to ``in_size``).
+        Positions in the input the mean square is taken over, read as
+        LayerNorm's ``reduction_axes``.
     feature_axes : int or sequence of int, default -1
-        Axes the ``scale`` runs along.
+        Axes of ``in_size`` the ``scale`` runs along.
     axis_name : str or sequence of str, optional
         Combine the mean square across this mapped axis (one ``psum``).
     axis_index_groups : sequence of sequence of int, optional
@@ -510,12 +512,12 @@ class RMSNorm(_SampleNorm):
     by ``a**2``) but not under an offset.
 
     Input shape and axes: the input has shape ``in_size`` or
-    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
-    flax: negative axes count from the end and mean the same with or without
-    the batch axis, which is never reduced. A layer given any non-negative
-    axis accepts only input of shape exactly ``in_size`` (include the batch
-    axis in ``in_size`` if there is one), since a leading batch axis would
-    shift what those axes name.
+    ``(*batch, *in_size)``, any number of leading batch axes, each slice
+    normalized on its own. ``feature_axes`` name axes of ``in_size``;
+    ``reduction_axes`` are positions in the input as passed (negative ones
+    count from the end; non-negative ones within ``in_size`` fix the input
+    to shape ``in_size``). The rule, shared by every layer, is written once
+    in :ref:`axes-rule`.
 
     Examples
     --------
@@ -584,7 +586,8 @@ class GroupNorm(_WeightNorm):
     in_size : int or sequence of int
         The shape of one sample, without the batch axis, e.g. ``(length, channels)``.
     feature_axis : int, default -1
-        The channel axis (one axis).
+        The channel axis: an axis of ``in_size`` (``0`` and ``-1`` both name
+        the channels when ``in_size=(channels,)``).
     num_groups : int or None, default 32
         The number of groups. Give exactly one of ``num_groups`` and
         ``group_size`` (pass ``num_groups=None`` to use ``group_size``).
@@ -600,8 +603,9 @@ class GroupNorm(_WeightNorm):
         Anything :func:`unitnorm.init.resolve` accepts; ``scale`` sets the
         output unit and ``bias`` must agree.
     reduction_axes : int or sequence of int, optional
-        Axes of the input the statistics are taken over; must include
-        ``feature_axis``. Default: every axis of ``in_size``.
+        Positions in the input the statistics are taken over; must include
+        the channel axis. Default: every axis of the sample (all but the
+        batch axis).
     axis_name : str or sequence of str, optional
         Combine the statistics across this mapped axis.
     axis_index_groups : sequence of sequence of int, optional
@@ -651,12 +655,13 @@ class GroupNorm(_WeightNorm):
     along axis 1, which is right only when every non-batch axis is reduced).
 
     Input shape and axes: the input has shape ``in_size`` or
-    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
-    flax: negative axes count from the end and mean the same with or without
-    the batch axis, which is never reduced. A layer given any non-negative
-    axis accepts only input of shape exactly ``in_size`` (include the batch
-    axis in ``in_size`` if there is one), since a leading batch axis would
-    shift what those axes name.
+    ``(batch, *in_size)``. When ``in_size`` is the channels alone
+    (brainstate's form, ``in_size=(channels,)``) it may also be
+    ``(batch, *spatial, channels)``: the spatial axes belong to the sample
+    and are reduced by default. ``feature_axis`` names an axis of
+    ``in_size``; ``reduction_axes`` are positions in the input as passed
+    (negative ones count from the end). The rule, shared by every layer, is
+    written once in :ref:`axes-rule`.
 
     Examples
     --------
@@ -786,7 +791,8 @@ class InstanceNorm(_WeightNorm):
     in_size : int or sequence of int
         The shape of one sample, without the batch axis, e.g. ``(height, width, channels)``.
     feature_axes : int or sequence of int, default -1
-        The channel axes; every other axis of ``in_size`` is reduced.
+        The channel axes (axes of ``in_size``); every other axis of
+        ``in_size`` is reduced.
     epsilon : float or Quantity, default 1e-6
         Added to the variance; a float is read in the reference unit squared.
     dtype : dtype, optional
@@ -834,12 +840,9 @@ class InstanceNorm(_WeightNorm):
     unit and ``bias`` has the same dimension.
 
     Input shape and axes: the input has shape ``in_size`` or
-    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
-    flax: negative axes count from the end and mean the same with or without
-    the batch axis, which is never reduced. A layer given any non-negative
-    axis accepts only input of shape exactly ``in_size`` (include the batch
-    axis in ``in_size`` if there is one), since a leading batch axis would
-    shift what those axes name.
+    ``(*batch, *in_size)``, any number of leading batch axes, each slice
+    normalized on its own; ``feature_axes`` name axes of ``in_size``. The
+    rule, shared by every layer, is written once in :ref:`axes-rule`.
 
     Examples
     --------
