@@ -46,6 +46,8 @@ class _SampleNorm(Module):
     """Shared machinery: configuration checks, the shape rule, units, the call."""
 
     _rms: bool = False
+    # several leading batch axes; GroupNorm: no (flax and brainstate would reduce the extra axes)
+    _many_batch_axes: bool = True
 
     def _configure(
         self,
@@ -177,7 +179,7 @@ class _SampleNorm(Module):
             return f"{self.in_size}"
         if self._spatial():
             batched = f"(batch, *spatial, {sizes})"
-        elif self._form == "any":
+        elif self._form == "any" and self._many_batch_axes:
             batched = f"(*batch, {sizes})"
         else:
             batched = f"(batch, {sizes})"
@@ -197,7 +199,7 @@ class _SampleNorm(Module):
         if fits and len(shape) > n and self._form != "sample":
             if self._spatial():
                 return 1, len(shape) - 1
-            if len(shape) == n + 1 or self._form == "any":
+            if len(shape) == n + 1 or (self._form == "any" and self._many_batch_axes):
                 return len(shape) - n, n
         hint = ""
         if fits and self._form == "sample":
@@ -280,10 +282,10 @@ class _SampleNorm(Module):
             m = _units.to_mantissa(x, ref)
         eps = self._epsilon_in(ref)
         mask = functional.check_mask(mask, shape, who)
-        # one leading batch axis for the core: add it, or merge several into one
-        core = (-1, *shape[len(shape) - sample_ndim :])
-        m = m.reshape(core)
-        mask = None if mask is None else jnp.broadcast_to(mask, shape).reshape(core)
+        if lead != 1:  # one leading batch axis for the core: add it, or merge several into one
+            core = (-1, *shape[len(shape) - sample_ndim :])
+            m = m.reshape(core)
+            mask = None if mask is None else mask.reshape(core)
         scale, bias = self._affine()
         scale_m, bias_m, out_unit = functional._affine_mantissas(scale, bias, who)
         out_dtype = functional.output_dtype(m.dtype, self.dtype)
@@ -291,7 +293,7 @@ class _SampleNorm(Module):
         # every check passed and the math ran: only now adopt the reference unit
         if self.in_unit is None:
             self.in_unit = ref
-        return _units.restore(y.reshape(shape), out_unit)
+        return _units.restore(y if lead == 1 else y.reshape(shape), out_unit)
 
 
 class _WeightNorm(_SampleNorm):
@@ -724,6 +726,8 @@ class GroupNorm(_WeightNorm):
     def feature_axes(self) -> tuple[int, ...]:
         """``(feature_axis,)``, the axis of ``in_size`` the parameters run along."""
         return (self.feature_axis,)
+
+    _many_batch_axes = False
 
     def _spatial(self) -> bool:
         # brainstate's GroupNorm: in_size is the channels only, the input (batch, *spatial, channels)
