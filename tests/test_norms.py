@@ -390,6 +390,8 @@ LAYERS = {
     "LayerNorm": lambda **kw: un.LayerNorm((5, 6), **kw),
     "RMSNorm": lambda **kw: un.RMSNorm((5, 6), **kw),
     "GroupNorm": lambda **kw: un.GroupNorm((5, 6), num_groups=3, **kw),
+    # brainstate's form: in_size is the channels, (batch, 5, 6) is (batch, spatial, channels)
+    "GroupNorm-channels": lambda **kw: un.GroupNorm(6, feature_axis=0, num_groups=3, **kw),
     "InstanceNorm": lambda **kw: un.InstanceNorm((5, 6), **kw),
 }
 
@@ -520,7 +522,7 @@ def test_unit_invariance_with_quantity_epsilon(kind, data):
     close(y_v, y_mv, 2e-4)
 
 
-@pytest.mark.parametrize("kind", ["LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm"])
+@pytest.mark.parametrize("kind", ["LayerNorm", "GroupNorm", "GroupNorm-channels", "InstanceNorm", "RMSNorm"])
 @given(
     seed=st.integers(0, 2**16),
     log_a=st.floats(-2, 2),

@@ -673,6 +673,14 @@ class GroupNorm(_WeightNorm):
     >>> y = layer(x)
     >>> print(y.shape, round(float(y[0, :, :2].mean()), 4), round(float(y[0, :, :2].std()), 4))
     (2, 5, 4) 0.0 1.0
+
+    brainstate's form: ``in_size`` is the channels, the input
+    ``(batch, height, width, channels)``:
+
+    >>> layer = un.GroupNorm((16,), feature_axis=0, num_groups=4)
+    >>> y = layer(jnp.arange(2 * 3 * 3 * 16.).reshape(2, 3, 3, 16))
+    >>> print(y.shape, round(abs(float(y[0, :, :, :4].mean())), 4), round(float(y[0, :, :, :4].std()), 4))
+    (2, 3, 3, 16) 0.0 1.0
     >>> un.GroupNorm(10, num_groups=4)
     Traceback (most recent call last):
     ...
