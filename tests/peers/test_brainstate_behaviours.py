@@ -352,8 +352,8 @@ def test_group_norm_mask():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="documented difference: docs/coming_from.rst, Input shapes and axes "
-    "(an input of shape in_size is one sample; brainstate reads its axis 0 as the batch)",
+    reason="documented difference: docs/coming_from.rst, From brainstate, 'An input of shape in_size "
+    "is one sample' (brainstate reads its axis 0 as the batch)",
 )
 def test_group_norm_in_size_with_the_batch_axis_reads_axis_0_as_batch():
     """brainstate's docstring expects ``GroupNorm(x.shape, num_groups=1)`` to be LayerNorm over axes 1..3."""
@@ -365,8 +365,8 @@ def test_group_norm_in_size_with_the_batch_axis_reads_axis_0_as_batch():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="documented difference: docs/coming_from.rst, Input shapes and axes "
-    "(non-negative reduction_axes within in_size fix the input to shape in_size)",
+    reason="documented difference: docs/coming_from.rst, From brainstate, 'Non-negative reduction_axes "
+    "within in_size fix the input to shape in_size' (rule 4 of Input shapes and axes)",
 )
 def test_layer_norm_non_negative_axis_within_in_size_on_a_batch():
     """brainstate reads ``reduction_axes=(1,)`` as input axis 1 whatever the input's rank."""
