@@ -375,11 +375,54 @@ def test_unbatched_input_equals_batched(make):
     close(layer(x[1], mask=mask[1]), layer(x, mask=mask)[1], 1e-6)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: un.LayerNorm((5, 6), (-2, -1)),
+        lambda: un.RMSNorm((5, 6)),
+        lambda: un.InstanceNorm((5, 6)),
+        lambda: un.LayerNorm((5, 6), reduction_axes=-1, feature_axes=0),  # feature axes index in_size
+    ],
+)
+def test_several_leading_batch_axes(make):
+    """(*batch, *in_size): each leading slice normalized on its own, as with one batch axis."""
+    x = jnp.asarray(rand(2, 3, 5, 6, loc=1.0))
+    layer = make()
+    flat = layer(x.reshape(6, 5, 6)).reshape(2, 3, 5, 6)
+    close(layer(x), flat, 1e-6)
+    mask = _mask(x.shape)
+    close(layer(x, mask=mask), layer(x.reshape(6, 5, 6), mask=mask.reshape(6, 5, 6)).reshape(x.shape), 1e-6)
+
+
+def test_non_negative_feature_axes_index_in_size():
+    """feature_axes=0 of in_size=(5, 6) is the 5-axis with and without a batch axis (as in BatchNorm)."""
+    x = rand(3, 5, 6, loc=1.0)
+    scale = rand(5, seed=1) + 2.0
+    layer = un.LayerNorm((5, 6), reduction_axes=-1, feature_axes=0, scale_init=scale)
+    assert layer.weight.value["scale"].shape == (5,)
+    close(layer(jnp.asarray(x)), np_layer_norm(x, -1, 1, scale=scale))
+    close(layer(jnp.asarray(x[0])), np_layer_norm(x, -1, 1, scale=scale)[0])
+    gn = un.GroupNorm((6, 5), feature_axis=0, num_groups=2)
+    close(gn(jnp.asarray(x.transpose(0, 2, 1))), np_group_norm(x.transpose(0, 2, 1), 2, channel=1))
+
+
+def test_reduction_axes_beyond_in_size_are_batched_positions():
+    """brainstate's LayerNorm((5, 6), reduction_axes=(1, 2)) on (batch, 5, 6): axes 1 and 2 of the input."""
+    x = rand(3, 5, 6, loc=1.0)
+    layer = un.LayerNorm((5, 6), reduction_axes=(1, 2))
+    close(layer(jnp.asarray(x)), np_layer_norm(x, (1, 2)))
+    with pytest.raises(ValueError, match=r"expected input of shape \(batch, 5, 6\), got \(5, 6\)"):
+        layer(jnp.asarray(x[0]))
+
+
 def test_non_negative_axes_fix_the_input_shape():
     layer = un.LayerNorm((5, 6), reduction_axes=(0, 1))
     x = jnp.asarray(rand(5, 6))
     close(layer(x), np_layer_norm(np.asarray(x), (0, 1)))
-    with pytest.raises(ValueError, match=r"non-negative axes.*in_size=\(5, 6\) only; got \(2, 5, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected input of shape \(5, 6\), got \(2, 5, 6\); its non-negative reduction_axes",
+    ):
         layer(jnp.ones((2, 5, 6)))
     # the same axes written negatively accept the batch axis
     neg = un.LayerNorm((5, 6), reduction_axes=(-2, -1))
@@ -395,6 +438,8 @@ LAYERS = {
     "LayerNorm": lambda **kw: un.LayerNorm((5, 6), **kw),
     "RMSNorm": lambda **kw: un.RMSNorm((5, 6), **kw),
     "GroupNorm": lambda **kw: un.GroupNorm((5, 6), num_groups=3, **kw),
+    # brainstate's form: in_size is the channels, (batch, 5, 6) is (batch, spatial, channels)
+    "GroupNorm-channels": lambda **kw: un.GroupNorm(6, feature_axis=0, num_groups=3, **kw),
     "InstanceNorm": lambda **kw: un.InstanceNorm((5, 6), **kw),
 }
 
@@ -525,7 +570,7 @@ def test_unit_invariance_with_quantity_epsilon(kind, data):
     close(y_v, y_mv, 2e-4)
 
 
-@pytest.mark.parametrize("kind", ["LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm"])
+@pytest.mark.parametrize("kind", ["LayerNorm", "GroupNorm", "GroupNorm-channels", "InstanceNorm", "RMSNorm"])
 @given(
     seed=st.integers(0, 2**16),
     log_a=st.floats(-2, 2),
@@ -681,6 +726,13 @@ CONSTRUCT_ERRORS = [
      r"one channel axis"),
     ("reduction without channel", lambda: un.GroupNorm((4, 6), num_groups=2, reduction_axes=-2), ValueError,
      r"must include the channel axis"),
+    ("brainstate positions with the batch axis",
+     lambda: un.GroupNorm(8, num_groups=2, reduction_axes=(0, 1, -1)), ValueError,
+     r"axis 0 is the batch axis, which is never reduced"),
+    ("spatial reduction without channel", lambda: un.GroupNorm(8, num_groups=2, reduction_axes=(-3, -2)),
+     ValueError, r"must include the channel axis \(input axis -1"),
+    ("integer output dtype", lambda: un.RMSNorm(6, dtype=jnp.int16), TypeError,
+     r"RMSNorm: dtype must be a floating dtype .*got int16"),
     ("axis outside in_size", lambda: un.LayerNorm((5, 6), reduction_axes=-3), ValueError,
      r"LayerNorm: reduction_axes=-3 is out of range.*in_size=\(5, 6\)"),
     ("repeated axis", lambda: un.RMSNorm(6, reduction_axes=(-1, 0)), ValueError, r"must not repeat"),
@@ -726,9 +778,9 @@ def fresh_layer():
 
 CALL_ERRORS = [
     ("wrong shape", mv_layer, lambda layer: layer(jnp.ones((2, 5, 5)) * u.mV), ValueError,
-     r"LayerNorm expected input of shape \(batch, 5, 6\) or \(5, 6\), got \(2, 5, 5\)"),
-    ("wrong rank", mv_layer, lambda layer: layer(jnp.ones((2, 2, 5, 6)) * u.mV), ValueError,
-     r"got \(2, 2, 5, 6\)"),
+     r"LayerNorm expected input of shape \(\*batch, 5, 6\) or \(5, 6\), got \(2, 5, 5\)"),
+    ("wrong rank", mv_layer, lambda layer: layer(jnp.ones((6,)) * u.mV), ValueError,
+     r"got \(6,\)"),
     ("another dimension", mv_layer, lambda layer: layer(jnp.ones((2, 5, 6)) * u.nA), u.UnitMismatchError,
      r"LayerNorm\(in_unit=mV\) received current \(nA\)"),
     ("plain array into mV layer", mv_layer, lambda layer: layer(jnp.ones((2, 5, 6))), u.UnitMismatchError,
@@ -741,6 +793,18 @@ CALL_ERRORS = [
     ("epsilon vs first input", fresh_layer, lambda layer: layer(jnp.ones((2, 5, 6)) * u.nA),
      u.UnitMismatchError, r"epsilon must be current squared \(nA\^2\), got voltage squared \(mV\^2\)"),
     ("bool input", fresh_layer, lambda layer: layer(jnp.ones((5, 6), bool)), TypeError, r"dtype bool"),
+    ("positional axes, unbatched input", lambda: un.GroupNorm(8, num_groups=2, reduction_axes=(1, -1)),
+     lambda layer: layer(jnp.ones(8) * u.mV), ValueError,
+     r"GroupNorm expected input of shape \(batch, \*spatial, 8\), got \(8,\); its reduction_axes count"),
+    ("positional axis beyond the input", lambda: un.GroupNorm(8, num_groups=2, reduction_axes=(2, -1)),
+     lambda layer: layer(jnp.ones((3, 8)) * u.mV), ValueError,
+     r"reduction_axes=\(2, -1\) is out of range; a sample \(the input without its batch axis\) has 1 axes"),
+    ("positional axes without the channel", lambda: un.GroupNorm(8, num_groups=2, reduction_axes=(1, 2)),
+     lambda layer: layer(jnp.ones((3, 4, 5, 8)) * u.mV), ValueError,
+     r"must include the channel axis \(input axis -1, feature_axis=0 of in_size=\(8,\)\)"),
+    ("spatial axes into a multi-axis in_size", fresh_layer,
+     lambda layer: layer(jnp.ones((2, 3, 5, 6)) * u.mV), ValueError,
+     r"GroupNorm expected input of shape \(batch, 5, 6\) or \(5, 6\), got \(2, 3, 5, 6\)"),
 ]  # fmt: skip
 
 

@@ -111,6 +111,10 @@ class Module:
         return obj
 
     # -- modes ----------------------------------------------------------------
+    def update(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the layer: ``layer.update(x)`` is ``layer(x)``, brainstate's name for the forward pass."""
+        return self(*args, **kwargs)
+
     def train(self, mode: bool = True) -> Module:
         """Switch to training mode (``mode=False``: evaluation); returns the layer."""
         self.training = bool(mode)

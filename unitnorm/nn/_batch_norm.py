@@ -441,7 +441,8 @@ _COMMON_DOC = """
     in_size : int or sequence of int
         The input shape without the batch axis: {layout}.
     feature_axis : int or sequence of int, default -1
-        The axis (or axes) of ``in_size`` that keep separate statistics.
+        The axis (or axes) of ``in_size`` that keep separate statistics (the
+        rule every layer follows: :ref:`axes-rule`).
     track_running_stats : bool, default True
         Keep running statistics for evaluation. With ``False`` the batch
         statistics normalize in training and in evaluation alike.

@@ -3,20 +3,21 @@
 These layers keep no running statistics and behave the same in training and
 evaluation. Each is a thin wrapper over the matching function in
 :mod:`unitnorm.functional`; the layer adds the parameters, the reference unit
-and the input-shape rule shared by all four:
+and the input-shape and axis rule that every layer of unitnorm shares (written
+once, in the user guide: *Coming from brainstate, ...* > *Input shapes and
+axes*). In short:
 
-* ``in_size`` is the shape of one sample (no batch axis). An input of shape
-  ``in_size`` or ``(batch, *in_size)`` is accepted.
-* ``reduction_axes`` and ``feature_axes`` (``feature_axis`` for GroupNorm) are
-  positions in the input as passed, as in flax: negative axes count from the
-  end, so ``-1`` is the last axis with or without a batch axis. Every axis must
-  lie within ``in_size`` (a batch axis is never reduced).
-* Non-negative axes count from the start of the input, so their meaning would
-  change with a leading batch axis. A layer configured with any non-negative
-  axis therefore accepts only input of shape exactly ``in_size`` (put the batch
-  axis in ``in_size`` if there is one, as in brainstate's
-  ``LayerNorm(x.shape, reduction_axes=(1, 2, 3))``). Layers whose axes are all
-  negative accept both shapes and give ``layer(x[0]) == layer(x)[0]``.
+* ``in_size`` is the shape of one sample (no batch axis). ``feature_axis`` /
+  ``feature_axes`` name axes of ``in_size``, as in BatchNorm.
+* The input has shape ``in_size`` or ``(batch, *in_size)``; LayerNorm,
+  RMSNorm and InstanceNorm also take several leading batch axes, and a
+  GroupNorm whose ``in_size`` is just the channels takes
+  ``(batch, *spatial, channels)``, the spatial axes being part of the sample.
+* ``reduction_axes`` are positions in the input as passed (flax, brainstate).
+  Negative ones count from the end. Non-negative ones that all lie within
+  ``in_size`` fix the input to shape ``in_size``; if one lies beyond it they
+  count positions of a batched input, whose axis 0 (the batch) is never
+  reduced.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from unitnorm.state import NormalizationParamState
 
 __all__ = ["GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
 
+_RULE = "see 'Input shapes and axes' in the user guide"
+
 
 def _shifted(axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(a + 1 for a in axes)
@@ -43,6 +46,8 @@ class _SampleNorm(Module):
     """Shared machinery: configuration checks, the shape rule, units, the call."""
 
     _rms: bool = False
+    # several leading batch axes; GroupNorm: no (flax and brainstate would reduce the extra axes)
+    _many_batch_axes: bool = True
 
     def _configure(
         self,
@@ -59,6 +64,11 @@ class _SampleNorm(Module):
         self.in_size = _size(in_size, who)
         self.epsilon, self.epsilon_unit = check_epsilon(epsilon, who)
         self.dtype = functional.check_dtype(dtype, who)
+        if self.dtype is not None and not jnp.issubdtype(self.dtype, jnp.inexact):
+            raise TypeError(
+                f"{who}: dtype must be a floating dtype such as jnp.float32 (the output holds normalized "
+                f"values, which an integer dtype would truncate), got {self.dtype}"
+            )
         self.axis_name = tuple(axis_name) if isinstance(axis_name, list) else axis_name
         self.axis_index_groups = functional._hashable_groups(axis_index_groups)
         self.use_fast_variance = bool(use_fast_variance)
@@ -67,31 +77,67 @@ class _SampleNorm(Module):
         if self.in_unit is not None:
             self._epsilon_in(self.in_unit)
         self.training = True
-        self._fixed_rank = False
+        # which inputs the axes allow: "any" (in_size or batched), "sample" (in_size only),
+        # "batched" (batched only); see _reduction_spec
+        self._form = "any"
 
-    def _axes(self, axes: Any, what: str) -> tuple[int, ...]:
-        """Check ``axes`` against ``in_size``; return them as non-negative positions in it."""
+    def _ints(self, axes: Any, what: str) -> tuple[int, ...]:
+        """``axes`` as a tuple of ints (as given), or ``TypeError``."""
         who = type(self).__name__
-        if isinstance(axes, int):
-            seq = (axes,)
-        elif isinstance(axes, Sequence) and not isinstance(axes, str):
-            seq = tuple(axes)
-        else:
-            raise TypeError(
-                f"{who}: {what} must be an int or a sequence of ints, got {type(axes).__name__} {axes!r}"
-            )
+        if isinstance(axes, int) and not isinstance(axes, bool):
+            return (axes,)
+        if isinstance(axes, Sequence) and not isinstance(axes, str):
+            for a in axes:
+                if not isinstance(a, int) or isinstance(a, bool):
+                    raise TypeError(f"{who}: {what} must be ints, got {a!r}")
+            return tuple(axes)
+        raise TypeError(
+            f"{who}: {what} must be an int or a sequence of ints, got {type(axes).__name__} {axes!r}"
+        )
+
+    def _canonical(
+        self, seq: tuple[int, ...], ndim: int, what: str, given: Any, where: str
+    ) -> tuple[int, ...]:
+        who = type(self).__name__
         try:
-            out = functional.canonical_axes(seq, len(self.in_size), what)
+            return functional.canonical_axes(seq, ndim, what)
         except ValueError as err:
-            raise ValueError(
-                f"{who}: {err}; axes must lie within in_size={self.in_size} (negative ones count "
-                "from the end, a batch axis is never reduced)"
-            ) from None
-        except TypeError as err:
-            raise TypeError(f"{who}: {err}") from None
-        if any(a >= 0 for a in seq):
-            self._fixed_rank = True
-        return out
+            msg = str(err)
+            if "out of range" in msg:
+                msg = f"{what}={given} is out of range"
+            raise ValueError(f"{who}: {msg}; {where} ({_RULE})") from None
+
+    def _feature_axes(self, axes: Any, what: str) -> tuple[int, ...]:
+        """Feature axes name axes of ``in_size``: return them as non-negative positions in it."""
+        seq = self._ints(axes, what)
+        return self._canonical(
+            seq, len(self.in_size), what, axes, f"{what} name axes of in_size={self.in_size}"
+        )
+
+    def _reduction_spec(self, axes: Any) -> tuple[int, ...]:
+        """Check ``reduction_axes`` (input positions); return them as positions in a sample.
+
+        Negative axes count from the end of the input, so from the end of the
+        sample. Non-negative axes that all lie within ``in_size`` fix the input
+        to shape ``in_size`` (they are positions in it); if any lies beyond
+        ``in_size`` they are positions in a batched input (axis 0 is the batch,
+        never reduced), so ``a`` names sample axis ``a - 1``. Sets ``_form``.
+        """
+        who = type(self).__name__
+        seq = self._ints(axes, "reduction_axes")
+        nonneg = [a for a in seq if a >= 0]
+        if nonneg and max(nonneg) >= len(self.in_size):
+            if 0 in seq:
+                raise ValueError(
+                    f"{who}: reduction_axes={axes} count positions of a batched input (an axis lies beyond "
+                    f"in_size={self.in_size}), whose axis 0 is the batch axis, which is never reduced "
+                    f"({_RULE})"
+                )
+            self._form = "batched"
+            return tuple(a - 1 if a >= 0 else a for a in seq)
+        if nonneg:
+            self._form = "sample"
+        return seq
 
     def _param_dtype(self) -> Any:
         return self.dtype if self.dtype is not None and jnp.issubdtype(self.dtype, jnp.floating) else None
@@ -122,23 +168,53 @@ class _SampleNorm(Module):
             u.Quantity(self.epsilon, unit=self.epsilon_unit), ref, self._signature()
         )
 
-    def _batched(self, shape: tuple[int, ...]) -> bool:
-        """Whether ``shape`` carries a leading batch axis; ``ValueError`` if it fits neither form."""
+    def _spatial(self) -> bool:
+        """Whether inputs may carry spatial axes between the batch axis and ``in_size``."""
+        return False
+
+    def _expected(self) -> str:
         n = len(self.in_size)
-        if tuple(shape) == self.in_size:
-            return False
-        if len(shape) == n + 1 and tuple(shape[1:]) == self.in_size:
-            if self._fixed_rank:
-                raise ValueError(
-                    f"{type(self).__name__} has non-negative axes, which count from the start of the input, "
-                    f"so it takes input of shape in_size={self.in_size} only; got {tuple(shape)}. Use "
-                    "negative axes (counted from the end) to accept a leading batch axis, or include "
-                    "the batch axis in in_size"
-                )
-            return True
         sizes = ", ".join(map(str, self.in_size))
-        expected = f"{self.in_size}" if self._fixed_rank else f"(batch, {sizes}) or {self.in_size}"
-        raise ValueError(f"{type(self).__name__} expected input of shape {expected}, got {tuple(shape)}")
+        if self._form == "sample":
+            return f"{self.in_size}"
+        if self._spatial():
+            batched = f"(batch, *spatial, {sizes})"
+        elif self._form == "any" and self._many_batch_axes:
+            batched = f"(*batch, {sizes})"
+        else:
+            batched = f"(batch, {sizes})"
+        return batched if self._form == "batched" else f"{batched} or {self.in_size}" if n else batched
+
+    def _layout(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """Return ``(lead, sample_ndim)`` for an input shape: ``lead`` leading batch axes, 0 or more.
+
+        Raises ``ValueError`` naming the accepted shapes if ``shape`` fits none.
+        """
+        who = type(self).__name__
+        n = len(self.in_size)
+        shape = tuple(shape)
+        fits = len(shape) >= n and shape[len(shape) - n :] == self.in_size
+        if fits and len(shape) == n and self._form != "batched":
+            return 0, n
+        if fits and len(shape) > n and self._form != "sample":
+            if self._spatial():
+                return 1, len(shape) - 1
+            if len(shape) == n + 1 or (self._form == "any" and self._many_batch_axes):
+                return len(shape) - n, n
+        hint = ""
+        if fits and self._form == "sample":
+            hint = (
+                "; its non-negative reduction_axes lie within in_size and count from the start of the "
+                "input, so a leading batch axis would shift them: use negative axes, or include the "
+                "batch axis in in_size"
+            )
+        elif fits and self._form == "batched":
+            hint = "; its reduction_axes count positions of a batched input"
+        raise ValueError(f"{who} expected input of shape {self._expected()}, got {shape}{hint} ({_RULE})")
+
+    def _axes_in_sample(self, sample_ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Reduction and feature axes as non-negative positions in a sample of ``sample_ndim`` axes."""
+        return self.reduction_axes, self.feature_axes
 
     def _reference_unit(self, xunit: Any) -> Any:
         ref = self.in_unit if self.in_unit is not None else xunit
@@ -149,16 +225,26 @@ class _SampleNorm(Module):
     def _affine(self) -> tuple[Any, Any]:
         raise NotImplementedError
 
-    def _run(self, m: Any, scale: Any, bias: Any, mask: Any, eps: Any, out_dtype: Any) -> Any:
-        """Normalize the batched mantissa ``m`` (axes shifted past the batch axis)."""
+    def _run(
+        self,
+        m: Any,
+        scale: Any,
+        bias: Any,
+        mask: Any,
+        eps: Any,
+        out_dtype: Any,
+        raxes: tuple[int, ...],
+        faxes: tuple[int, ...],
+    ) -> Any:
+        """Normalize the batched mantissa ``m`` (axes are positions in ``m``)."""
         return functional.sample_norm_mantissa(
             m,
             scale,
             bias,
             mask,
             eps,
-            reduction_axes=_shifted(self.reduction_axes),
-            feature_axes=_shifted(self.feature_axes),
+            reduction_axes=raxes,
+            feature_axes=faxes,
             rms=self._rms,
             use_fast_variance=self.use_fast_variance,
             axis_name=self.axis_name,
@@ -172,8 +258,8 @@ class _SampleNorm(Module):
         Parameters
         ----------
         x : Quantity or array_like
-            Input of shape ``in_size`` or ``(batch, *in_size)`` (see the class
-            notes for layers with non-negative axes), in a unit of the
+            Input of a shape the layer accepts (``in_size`` or
+            ``(batch, *in_size)``, see the class notes), in a unit of the
             reference unit's dimension.
         mask : array_like of bool, optional
             Which elements count towards the statistics (broadcast to ``x``'s
@@ -188,22 +274,26 @@ class _SampleNorm(Module):
         who = type(self).__name__
         m, xunit = _units.split(x)
         functional.check_numeric(m, who)
-        batched = self._batched(m.shape)
+        shape = tuple(m.shape)
+        lead, sample_ndim = self._layout(shape)
+        raxes, faxes = self._axes_in_sample(sample_ndim)
         ref = self._reference_unit(xunit)
         if xunit != ref:
             m = _units.to_mantissa(x, ref)
         eps = self._epsilon_in(ref)
-        mask = functional.check_mask(mask, m.shape, who)
-        if not batched:
-            m = m[None]
-            mask = None if mask is None else mask[None]
+        mask = functional.check_mask(mask, shape, who)
+        if lead != 1:  # one leading batch axis for the core: add it, or merge several into one
+            core = (-1, *shape[len(shape) - sample_ndim :])
+            m = m.reshape(core)
+            mask = None if mask is None else mask.reshape(core)
         scale, bias = self._affine()
         scale_m, bias_m, out_unit = functional._affine_mantissas(scale, bias, who)
-        y = self._run(m, scale_m, bias_m, mask, eps, functional.output_dtype(m.dtype, self.dtype))
+        out_dtype = functional.output_dtype(m.dtype, self.dtype)
+        y = self._run(m, scale_m, bias_m, mask, eps, out_dtype, _shifted(raxes), _shifted(faxes))
         # every check passed and the math ran: only now adopt the reference unit
         if self.in_unit is None:
             self.in_unit = ref
-        return _units.restore(y if batched else y[0], out_unit)
+        return _units.restore(y if lead == 1 else y.reshape(shape), out_unit)
 
 
 class _WeightNorm(_SampleNorm):
@@ -220,19 +310,21 @@ class LayerNorm(_WeightNorm):
 
     Standardizes each sample over ``reduction_axes`` (by default its last
     axis), then applies a learned ``scale`` and ``bias`` along
-    ``feature_axes``. brainstate's signature, so code moves over unchanged.
+    ``feature_axes``. brainstate's signature: code moves over unchanged, except
+    for the few differences listed in the user guide (*Coming from ...*).
 
     Parameters
     ----------
     in_size : int or sequence of int
         The shape of one sample, without the batch axis, e.g. ``(length, channels)``.
     reduction_axes : int or sequence of int, default -1
-        Axes of the input the statistics are taken over (see the module rule:
-        negative ones count from the end; any non-negative one fixes the input
-        shape to ``in_size``).
+        Positions in the input the statistics are taken over. Negative ones
+        count from the end; non-negative ones that all lie within ``in_size``
+        fix the input to shape ``in_size``; if one lies beyond it they count
+        positions of a ``(batch, *in_size)`` input (see the Notes).
     feature_axes : int or sequence of int, default -1
-        Axes the ``scale`` and ``bias`` run along; their shape is
-        ``tuple(in_size[a] for a in feature_axes)``.
+        Axes of ``in_size`` the ``scale`` and ``bias`` run along; their
+        shape is ``tuple(in_size[a] for a in feature_axes)``.
     epsilon : float or Quantity, default 1e-6
         Added to the variance. A float is read in the reference unit squared;
         a Quantity must have the dimension of the input's unit squared.
@@ -290,12 +382,12 @@ class LayerNorm(_WeightNorm):
     statistics and no train/eval difference.
 
     Input shape and axes: the input has shape ``in_size`` or
-    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
-    flax: negative axes count from the end and mean the same with or without
-    the batch axis, which is never reduced. A layer given any non-negative
-    axis accepts only input of shape exactly ``in_size`` (include the batch
-    axis in ``in_size`` if there is one), since a leading batch axis would
-    shift what those axes name.
+    ``(*batch, *in_size)``, any number of leading batch axes, each slice
+    normalized on its own. ``feature_axes`` name axes of ``in_size``;
+    ``reduction_axes`` are positions in the input as passed (negative ones
+    count from the end; non-negative ones within ``in_size`` fix the input
+    to shape ``in_size``). The rule, shared by every layer, is written once
+    in :ref:`axes-rule`.
 
     Examples
     --------
@@ -340,8 +432,14 @@ class LayerNorm(_WeightNorm):
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
-        self.reduction_axes = self._axes(reduction_axes, "reduction_axes")
-        self.feature_axes = self._axes(feature_axes, "feature_axes")
+        self.reduction_axes = self._canonical(
+            self._reduction_spec(reduction_axes),
+            len(self.in_size),
+            "reduction_axes",
+            reduction_axes,
+            f"axes must lie within in_size={self.in_size}",
+        )
+        self.feature_axes = self._feature_axes(feature_axes, "feature_axes")
         self.use_bias, self.use_scale = bool(use_bias), bool(use_scale)
         fshape = tuple(self.in_size[a] for a in self.feature_axes)
         self.weight = self._make_weight(
@@ -372,10 +470,10 @@ class RMSNorm(_SampleNorm):
     scale_init : initializer, default Constant(1.)
         Anything :func:`unitnorm.init.resolve` accepts; its unit is the output unit.
     reduction_axes : int or sequence of int, default -1
-        Axes of the input the mean square is taken over (negative ones count
-        from the end; any non-negative one fixes the input shape to ``in_size``).
+        Positions in the input the mean square is taken over, read as
+        LayerNorm's ``reduction_axes``.
     feature_axes : int or sequence of int, default -1
-        Axes the ``scale`` runs along.
+        Axes of ``in_size`` the ``scale`` runs along.
     axis_name : str or sequence of str, optional
         Combine the mean square across this mapped axis (one ``psum``).
     axis_index_groups : sequence of sequence of int, optional
@@ -416,12 +514,12 @@ class RMSNorm(_SampleNorm):
     by ``a**2``) but not under an offset.
 
     Input shape and axes: the input has shape ``in_size`` or
-    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
-    flax: negative axes count from the end and mean the same with or without
-    the batch axis, which is never reduced. A layer given any non-negative
-    axis accepts only input of shape exactly ``in_size`` (include the batch
-    axis in ``in_size`` if there is one), since a leading batch axis would
-    shift what those axes name.
+    ``(*batch, *in_size)``, any number of leading batch axes, each slice
+    normalized on its own. ``feature_axes`` name axes of ``in_size``;
+    ``reduction_axes`` are positions in the input as passed (negative ones
+    count from the end; non-negative ones within ``in_size`` fix the input
+    to shape ``in_size``). The rule, shared by every layer, is written once
+    in :ref:`axes-rule`.
 
     Examples
     --------
@@ -454,8 +552,14 @@ class RMSNorm(_SampleNorm):
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
-        self.reduction_axes = self._axes(reduction_axes, "reduction_axes")
-        self.feature_axes = self._axes(feature_axes, "feature_axes")
+        self.reduction_axes = self._canonical(
+            self._reduction_spec(reduction_axes),
+            len(self.in_size),
+            "reduction_axes",
+            reduction_axes,
+            f"axes must lie within in_size={self.in_size}",
+        )
+        self.feature_axes = self._feature_axes(feature_axes, "feature_axes")
         self.use_scale = bool(use_scale)
         fshape = tuple(self.in_size[a] for a in self.feature_axes)
         self.scale = self._make_weight(fshape, self.use_scale, False, scale_init, None, param_type)
@@ -484,7 +588,8 @@ class GroupNorm(_WeightNorm):
     in_size : int or sequence of int
         The shape of one sample, without the batch axis, e.g. ``(length, channels)``.
     feature_axis : int, default -1
-        The channel axis (one axis).
+        The channel axis: an axis of ``in_size`` (``0`` and ``-1`` both name
+        the channels when ``in_size=(channels,)``).
     num_groups : int or None, default 32
         The number of groups. Give exactly one of ``num_groups`` and
         ``group_size`` (pass ``num_groups=None`` to use ``group_size``).
@@ -500,8 +605,9 @@ class GroupNorm(_WeightNorm):
         Anything :func:`unitnorm.init.resolve` accepts; ``scale`` sets the
         output unit and ``bias`` must agree.
     reduction_axes : int or sequence of int, optional
-        Axes of the input the statistics are taken over; must include
-        ``feature_axis``. Default: every axis of ``in_size``.
+        Positions in the input the statistics are taken over; must include
+        the channel axis. Default: every axis of the sample (all but the
+        batch axis).
     axis_name : str or sequence of str, optional
         Combine the statistics across this mapped axis.
     axis_index_groups : sequence of sequence of int, optional
@@ -551,12 +657,13 @@ class GroupNorm(_WeightNorm):
     along axis 1, which is right only when every non-batch axis is reduced).
 
     Input shape and axes: the input has shape ``in_size`` or
-    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
-    flax: negative axes count from the end and mean the same with or without
-    the batch axis, which is never reduced. A layer given any non-negative
-    axis accepts only input of shape exactly ``in_size`` (include the batch
-    axis in ``in_size`` if there is one), since a leading batch axis would
-    shift what those axes name.
+    ``(batch, *in_size)``. When ``in_size`` is the channels alone
+    (brainstate's form, ``in_size=(channels,)``) it may also be
+    ``(batch, *spatial, channels)``: the spatial axes belong to the sample
+    and are reduced by default. ``feature_axis`` names an axis of
+    ``in_size``; ``reduction_axes`` are positions in the input as passed
+    (negative ones count from the end). The rule, shared by every layer, is
+    written once in :ref:`axes-rule`.
 
     Examples
     --------
@@ -566,6 +673,14 @@ class GroupNorm(_WeightNorm):
     >>> y = layer(x)
     >>> print(y.shape, round(float(y[0, :, :2].mean()), 4), round(float(y[0, :, :2].std()), 4))
     (2, 5, 4) 0.0 1.0
+
+    brainstate's form: ``in_size`` is the channels, the input
+    ``(batch, height, width, channels)``:
+
+    >>> layer = un.GroupNorm((16,), feature_axis=0, num_groups=4)
+    >>> y = layer(jnp.arange(2 * 3 * 3 * 16.).reshape(2, 3, 3, 16))
+    >>> print(y.shape, round(abs(float(y[0, :, :, :4].mean())), 4), round(float(y[0, :, :, :4].std()), 4))
+    (2, 3, 3, 16) 0.0 1.0
     >>> un.GroupNorm(10, num_groups=4)
     Traceback (most recent call last):
     ...
@@ -597,20 +712,16 @@ class GroupNorm(_WeightNorm):
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
-        faxes = self._axes(feature_axis, "feature_axis")
+        faxes = self._feature_axes(feature_axis, "feature_axis")
         if len(faxes) != 1:
             raise ValueError(f"{who}: feature_axis must be one channel axis, got feature_axis={feature_axis}")
         self.feature_axis = faxes[0]
-        if reduction_axes is None:
-            self.reduction_axes = tuple(range(len(self.in_size)))
-        else:
-            self.reduction_axes = self._axes(reduction_axes, "reduction_axes")
-            if self.feature_axis not in self.reduction_axes:
-                raise ValueError(
-                    f"{who}: reduction_axes must include the channel axis (feature_axis={feature_axis}), "
-                    "since statistics are taken within each group of channels; "
-                    f"got reduction_axes={reduction_axes}"
-                )
+        self.reduction_axes = None if reduction_axes is None else self._ints(reduction_axes, "reduction_axes")
+        self._raxes_spec = None if reduction_axes is None else self._reduction_spec(reduction_axes)
+        if not self._spatial():
+            self._axes_in_sample(len(self.in_size))  # the sample is in_size: check the axes now
+        elif self._raxes_spec is not None and self._form == "any" and -1 not in self._raxes_spec:
+            raise self._no_channel(-1)
         channels = self.in_size[self.feature_axis]
         self.num_groups, self.group_size = functional.group_counts(channels, num_groups, group_size, who)
         self.use_bias, self.use_scale = bool(use_bias), bool(use_scale)
@@ -621,19 +732,56 @@ class GroupNorm(_WeightNorm):
 
     @property
     def feature_axes(self) -> tuple[int, ...]:
-        """``(feature_axis,)``, the axes the parameters run along."""
+        """``(feature_axis,)``, the axis of ``in_size`` the parameters run along."""
         return (self.feature_axis,)
 
-    def _run(self, m: Any, scale: Any, bias: Any, mask: Any, eps: Any, out_dtype: Any) -> Any:
-        channel = self.feature_axis + 1
+    _many_batch_axes = False
+
+    def _spatial(self) -> bool:
+        # brainstate's GroupNorm: in_size is the channels only, the input (batch, *spatial, channels)
+        return len(self.in_size) == 1 and self._form != "sample"
+
+    def _no_channel(self, channel: int) -> ValueError:
+        return ValueError(
+            f"{type(self).__name__}: reduction_axes must include the channel axis (input axis {channel}, "
+            f"feature_axis={self.feature_axis} of in_size={self.in_size}), since statistics are taken within "
+            f"each group of channels; got reduction_axes={self.reduction_axes} ({_RULE})"
+        )
+
+    def _axes_in_sample(self, sample_ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        channel = sample_ndim - len(self.in_size) + self.feature_axis
+        if self._raxes_spec is None:
+            return tuple(range(sample_ndim)), (channel,)
+        where = (
+            f"a sample of shape in_size={self.in_size} has {sample_ndim} axes"
+            if not self._spatial()
+            else f"a sample (the input without its batch axis) has {sample_ndim} axes here"
+        )
+        raxes = self._canonical(self._raxes_spec, sample_ndim, "reduction_axes", self.reduction_axes, where)
+        if channel not in raxes:
+            raise self._no_channel(channel - sample_ndim)
+        return raxes, (channel,)
+
+    def _run(
+        self,
+        m: Any,
+        scale: Any,
+        bias: Any,
+        mask: Any,
+        eps: Any,
+        out_dtype: Any,
+        raxes: tuple[int, ...],
+        faxes: tuple[int, ...],
+    ) -> Any:
+        (channel,) = faxes
         return functional.sample_norm_mantissa(
             m,
             scale,
             bias,
             mask,
             eps,
-            reduction_axes=_shifted(self.reduction_axes),
-            feature_axes=(channel,),
+            reduction_axes=raxes,
+            feature_axes=faxes,
             groups=(channel, self.num_groups),
             use_fast_variance=self.use_fast_variance,
             axis_name=self.axis_name,
@@ -655,7 +803,8 @@ class InstanceNorm(_WeightNorm):
     in_size : int or sequence of int
         The shape of one sample, without the batch axis, e.g. ``(height, width, channels)``.
     feature_axes : int or sequence of int, default -1
-        The channel axes; every other axis of ``in_size`` is reduced.
+        The channel axes (axes of ``in_size``); every other axis of
+        ``in_size`` is reduced.
     epsilon : float or Quantity, default 1e-6
         Added to the variance; a float is read in the reference unit squared.
     dtype : dtype, optional
@@ -703,12 +852,9 @@ class InstanceNorm(_WeightNorm):
     unit and ``bias`` has the same dimension.
 
     Input shape and axes: the input has shape ``in_size`` or
-    ``(batch, *in_size)``. Axes are positions in the input as passed, as in
-    flax: negative axes count from the end and mean the same with or without
-    the batch axis, which is never reduced. A layer given any non-negative
-    axis accepts only input of shape exactly ``in_size`` (include the batch
-    axis in ``in_size`` if there is one), since a leading batch axis would
-    shift what those axes name.
+    ``(*batch, *in_size)``, any number of leading batch axes, each slice
+    normalized on its own; ``feature_axes`` name axes of ``in_size``. The
+    rule, shared by every layer, is written once in :ref:`axes-rule`.
 
     Examples
     --------
@@ -741,7 +887,7 @@ class InstanceNorm(_WeightNorm):
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
-        self.feature_axes = self._axes(feature_axes, "feature_axes")
+        self.feature_axes = self._feature_axes(feature_axes, "feature_axes")
         self.reduction_axes = tuple(a for a in range(len(self.in_size)) if a not in self.feature_axes)
         self.use_bias, self.use_scale = bool(use_bias), bool(use_scale)
         fshape = tuple(self.in_size[a] for a in self.feature_axes)
