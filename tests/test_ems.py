@@ -32,8 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import lfilter
 
-from unitnorm.preprocessing import ExponentialMovingStandardizer, exponential_moving_standardize
-from unitnorm.preprocessing import _ems
+from unitnorm.preprocessing import ExponentialMovingStandardizer, _ems, exponential_moving_standardize
 
 ROOT = Path(__file__).resolve().parents[1]
 F32 = np.finfo(np.float32).eps / 2  # unit roundoff u of float32
