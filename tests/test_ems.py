@@ -499,7 +499,8 @@ def test_benchmark_quick_mode_runs():
 
 def test_docs_page_examples_pass():
     page = ROOT / "docs" / "ems.md"
-    text = page.read_text()
+    # the fences of the ```{doctest} blocks become blank lines, which end an expected output
+    text = "\n".join("" if line.startswith("```") else line for line in page.read_text().splitlines())
     test = doctest.DocTestParser().get_doctest(text, {}, page.name, str(page), 0)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
