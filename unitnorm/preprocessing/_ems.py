@@ -1,12 +1,13 @@
 """Exponential moving standardization (Schirrmeister et al. 2017), with units, for jax.
 
-The recurrences are first-order and linear, so they are solved in parallel: the time axis
-is cut into blocks of :data:`BLOCK` samples, each block is solved in closed form by one
-matrix product with the lower-triangular Toeplitz matrix of powers of ``1 - factor_new``,
-and the values at the block ends are carried across blocks by the same method applied to
-the (``BLOCK`` times shorter) sequence of block ends, recursively. No sequential loop
-over time remains, which is what a GPU needs, and on a CPU the work is a few dense
-matrix products (see ``benchmarks/bench_ems.py``).
+Both recurrences are first-order and linear with a constant factor ``r = 1 - factor_new``,
+so a block of ``B`` samples is solved in closed form by one product with the
+lower-triangular ``B x B`` matrix of powers of ``r``, and blocks are chained by their last
+values. Two solvers share that block solution: on CPU the blocks run in a
+``lax.fori_loop`` (one read of the input, the output written in place: the fastest and
+most accurate form measured, see ``benchmarks/bench_ems.py``); on other backends the block
+ends are solved by the same method recursively, on a sequence ``B`` times shorter, so no
+sequential loop over time remains.
 """
 
 from __future__ import annotations
