@@ -81,7 +81,7 @@ def solver(request, monkeypatch):
     return method, block
 
 
-SOLVERS = [("loop", 32), ("loop", 5), ("parallel", 32), ("parallel", 4)]
+SOLVERS = [("loop", 32), ("loop", 5), ("parallel", 4)]
 
 
 # ----------------------------------------------------------------------------
@@ -90,7 +90,7 @@ SOLVERS = [("loop", 32), ("loop", 5), ("parallel", 32), ("parallel", 4)]
 
 @pytest.mark.parametrize("solver", SOLVERS, indirect=True, ids=lambda s: f"{s[0]}{s[1]}")
 @pytest.mark.parametrize("factor_new", [1e-3, 0.05, 1.0])
-@pytest.mark.parametrize("init_block_size", [None, 1, 50, 10_000])
+@pytest.mark.parametrize("init_block_size", [None, 50, 10_000])
 def test_matches_braindecode_lfilter_and_pandas_in_float64(solver, factor_new, init_block_size):
     x = recording(700)
     with jax.enable_x64(True):
