@@ -239,6 +239,37 @@ def test_state_is_small_and_carries_the_weighted_statistics(stream_data):
     assert sum(np.size(v) for v in ems._state.values()) == 3 * 2 + 1
 
 
+def test_memory_is_bounded_by_the_chunk_not_the_recording():
+    import gc
+    import tracemalloc
+
+    chunk, n_chunks, c = 4_000, 100, 4
+    rng = np.random.default_rng(7)
+    ems = ExponentialMovingStandardizer(factor_new=1e-3, init_block_size=6_000)
+    for _ in range(20):  # compile and fill jax's bounded dispatch caches outside the count
+        ems.partial_transform(rng.normal(size=(chunk, c)).astype(np.float32))
+    gc.collect()
+    live_before = sum(a.nbytes for a in jax.live_arrays())
+    tracemalloc.start()
+    total = 0.0
+    for _ in range(n_chunks):
+        out = ems.partial_transform(rng.normal(size=(chunk, c)).astype(np.float32))
+        total += float(np.asarray(out).sum())
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del out
+    gc.collect()
+    live_after = sum(a.nbytes for a in jax.live_arrays())
+    chunk_bytes = chunk * c * 4
+    assert math.isfinite(total) and ems.n_samples_seen_ == (n_chunks + 20) * chunk
+    # host memory (what tracemalloc sees: NumPy chunks and outputs, jax's Python objects)
+    # stays a few chunks while 100 chunks stream through
+    assert peak < 10 * chunk_bytes, (peak, chunk_bytes)
+    # jax buffers held by the stream (the state) do not grow with the recording
+    assert live_after - live_before < chunk_bytes, (live_before, live_after)
+    assert sum(np.size(v) for v in ems._state.values()) == 3 * c + 1 and ems.pending == 0
+
+
 def test_transform_starts_fresh_and_leaves_the_stream_alone(stream_data):
     ems = ExponentialMovingStandardizer(factor_new=0.02, init_block_size=25)
     ems.partial_transform(stream_data[:100])
