@@ -10,7 +10,8 @@ References are float64 re-implementations of Braindecode's two versions of
 - the pandas version it replaced (commit b2e06795d3b3, lines 453-462): ``DataFrame.ewm(alpha=a)
   .mean()`` with pandas' default ``adjust=True``, the same init block.
 
-braindecode itself is not installed: it depends on torch (see the report of issue 13).
+braindecode itself is not installed: its release on PyPI (1.8.1, whose preprocess.py has the
+same lfilter lines 488-506) requires torch>=2.0, torchaudio and skorch.
 """
 
 from __future__ import annotations
@@ -434,6 +435,13 @@ def test_jit_vmap_and_traced_factor_new():
     mapped = jax.vmap(lambda r: exponential_moving_standardize(r, 0.05, 20))(batch)
     for got, rec in zip(mapped, batch, strict=True):
         np.testing.assert_allclose(np.asarray(got), ref_lfilter(rec, 0.05, 20), rtol=1e-4, atol=1e-5)
+
+
+def test_jit_with_quantities():
+    x = jnp.asarray(recording(100, c=2), jnp.float32) * u.mV
+    f = jax.jit(exponential_moving_standardize)
+    y = f(x.in_unit(u.volt), 0.05, None, 1e-4 * u.mV)
+    np.testing.assert_allclose(np.asarray(y), ref_lfilter(np.asarray(x.mantissa), 0.05), rtol=1e-4, atol=1e-5)
 
 
 def test_gradient_matches_finite_differences():

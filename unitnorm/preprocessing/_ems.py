@@ -64,6 +64,8 @@ def _check_init_block_size(init_block_size: Any, who: str) -> int | None:
 
 def _check_eps(eps: Any, who: str) -> None:
     if _units.is_quantity(eps):
+        if isinstance(eps.mantissa, jax.core.Tracer):
+            return
         value = np.asarray(eps.mantissa)
     elif isinstance(eps, jax.core.Tracer):
         return
