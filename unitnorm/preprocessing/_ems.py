@@ -1,12 +1,13 @@
 """Exponential moving standardization (Schirrmeister et al. 2017), with units, for jax.
 
-The recurrences are first-order and linear, so they are solved in parallel: the time axis
-is cut into blocks of :data:`BLOCK` samples, each block is solved in closed form by one
-matrix product with the lower-triangular Toeplitz matrix of powers of ``1 - factor_new``,
-and the values at the block ends are carried across blocks by the same method applied to
-the (``BLOCK`` times shorter) sequence of block ends, recursively. No sequential loop
-over time remains, which is what a GPU needs, and on a CPU the work is a few dense
-matrix products (see ``benchmarks/bench_ems.py``).
+Both recurrences are first-order and linear with a constant factor ``r = 1 - factor_new``,
+so a block of ``B`` samples is solved in closed form by one product with the
+lower-triangular ``B x B`` matrix of powers of ``r``, and blocks are chained by their last
+values. Two solvers share that block solution: on CPU the blocks run in a
+``lax.fori_loop`` (one read of the input, the output written in place: the fastest and
+most accurate form measured, see ``benchmarks/bench_ems.py``); on other backends the block
+ends are solved by the same method recursively, on a sequence ``B`` times shorter, so no
+sequential loop over time remains.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def _check_init_block_size(init_block_size: Any, who: str) -> int | None:
 
 def _check_eps(eps: Any, who: str) -> None:
     if _units.is_quantity(eps):
+        if isinstance(eps.mantissa, jax.core.Tracer):
+            return
         value = np.asarray(eps.mantissa)
     elif isinstance(eps, jax.core.Tracer):
         return
@@ -154,6 +157,20 @@ def _fresh_state(first_row: jax.Array, dtype: Any) -> dict[str, jax.Array]:
     }
 
 
+def _rows(start: Any, n: int, ctx: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
+    """For rows ``start ... start + n - 1``: which are padding or non-finite, and ``log`` of their decay.
+
+    The decay of a row is ``(1 - a)**k`` with ``k`` the number of real rows from ``start`` to
+    it, inclusive: padding rows at the front (``ctx["lead"]`` of them) leave the
+    running sums exactly as they were.
+    """
+    idx = start + jnp.arange(n)[:, None]
+    bad = (idx < ctx["lead"]) | (idx >= ctx["first_bad"])
+    k = idx - jnp.maximum(start, ctx["lead"]) + 1
+    log_decay = jnp.where(k > 0, k.astype(ctx["log_r"].dtype) * ctx["log_r"], 0.0)
+    return bad, log_decay
+
+
 def _block_solve(
     x: jax.Array, start: Any, ctx: dict[str, Any], carry: tuple[jax.Array, ...]
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
@@ -165,10 +182,9 @@ def _block_solve(
     """
     n_prev, s_prev, d_prev = carry
     log_r, alpha, eps = ctx["log_r"], ctx["alpha"], ctx["eps"]
-    bad = (start + jnp.arange(x.shape[0]))[:, None] >= ctx["first_bad"]
+    bad, k = _rows(start, x.shape[0], ctx)
     xs = jnp.where(bad, 0.0, x - ctx["shift"])
     decay_matrix = _decay_matrix(log_r, x.shape[0])
-    k = jnp.arange(1, x.shape[0] + 1, dtype=x.dtype)[:, None] * log_r
     decay = jnp.exp(k)  # (1 - a)**(t + 1): the weight left on what came before the block
     weight = decay * d_prev + -jnp.expm1(k) / alpha  # D_t in closed form
     n_sum = jnp.matmul(decay_matrix, xs, precision=_HIGHEST) + decay * n_prev
@@ -206,9 +222,8 @@ def _solve_parallel(
     """No loop over time (:func:`_linear_recurrence`); for GPUs and TPUs."""
     n_prev, s_prev, d_prev = carry
     log_r, alpha, eps = ctx["log_r"], ctx["alpha"], ctx["eps"]
-    bad = jnp.arange(x.shape[0])[:, None] >= ctx["first_bad"]
+    bad, k = _rows(0, x.shape[0], ctx)
     xs = jnp.where(bad, 0.0, x - ctx["shift"])
-    k = jnp.arange(1, x.shape[0] + 1, dtype=x.dtype)[:, None] * log_r
     decay = jnp.exp(k)
     weight = decay * d_prev + -jnp.expm1(k) / alpha
     n_sum = _linear_recurrence(xs, log_r, block) + decay * n_prev
@@ -233,8 +248,13 @@ def _ems_step(
     eps: Any,
     method: str = "loop",
     block: int = BLOCK,
+    lead: Any = 0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Standardize ``x`` (``(T, C)``, T >= 1, compute dtype) after ``state``; return outputs and new state."""
+    """Standardize ``x`` (``(T, C)``, T >= 1, compute dtype) after ``state``; return outputs and new state.
+
+    The first ``lead`` rows of ``x`` are padding (outputs NaN, state untouched): the
+    stream pads chunks to a few sizes so that it compiles a few times, not once per length.
+    """
     dtype = x.dtype
     alpha = jnp.asarray(factor_new, dtype)
     log_r = jnp.log1p(-alpha)  # log(1 - factor_new); -inf when factor_new = 1
@@ -249,6 +269,7 @@ def _ems_step(
         "eps": eps,
         "shift": state["shift"],
         "first_bad": jnp.where(poisoned, 0, first_bad),
+        "lead": lead,
     }
     weight = state["weight"]
     carry = (
@@ -403,6 +424,14 @@ def exponential_moving_standardize(
     return out.astype(output_dtype(m.dtype))
 
 
+def _bucket(n: int) -> int:
+    """Round a chunk length up to one of a few sizes (at most 1/8 more, at least 64)."""
+    if n <= 64:
+        return 64
+    step = 1 << (n.bit_length() - 4)
+    return -(-n // step) * step
+
+
 class ExponentialMovingStandardizer:
     """Exponential moving standardization over a stream, chunk by chunk.
 
@@ -494,6 +523,7 @@ class ExponentialMovingStandardizer:
         self._shape: tuple[int, ...] | None = None
         self._dtype: Any = None
         self._held: list[jax.Array] = []  # shifted samples of the initial block, not yet returned
+        self._block_done = False  # flush() closed the initial block early
 
     @property
     def pending(self) -> int:
@@ -573,10 +603,13 @@ class ExponentialMovingStandardizer:
             return jnp.zeros((0, *shape), out_dtype)
         state = self._state if self._state is not None else _fresh_state(flat[0], dtype)
         method, block = _default_method()
-        out, new_state = _ems_step(flat, state, self.factor_new, eps, method=method, block=block)
+        lead = _bucket(n) - n  # pad at the front: a few compiled sizes serve every chunk length
+        padded = jnp.concatenate([jnp.zeros((lead, flat.shape[1]), dtype), flat]) if lead else flat
+        out, new_state = _ems_step(padded, state, self.factor_new, eps, method=method, block=block, lead=lead)
+        out = out[lead:]
         held = list(self._held)
         size = self.init_block_size
-        if size is not None and self.n_samples_seen_ < size:
+        if size is not None and not self._block_done and self.n_samples_seen_ < size:
             take = min(size - self.n_samples_seen_, n)
             held.append(flat[:take] - state["shift"])
             out = out[take:]
@@ -607,7 +640,7 @@ class ExponentialMovingStandardizer:
         eps = _eps_mantissa(self.eps, self.unit_, self._WHO)
         out = _standardize_block(jnp.concatenate(self._held), eps)
         self._held = []
-        self.init_block_size = None if self.init_block_size is None else self.n_samples_seen_
+        self._block_done = True
         return out.reshape(out.shape[0], *self._shape)
 
     def transform(self, x: Any) -> jax.Array:
