@@ -156,6 +156,22 @@ IN_PROCESS: dict[str, list[str]] = {
         "--chunk-seconds",
         "3",
     ],
+    "ems_init_block": [
+        "normalize",
+        "{d}/eeg.edf",
+        "--out",
+        "{o}/ems.npz",
+        "--method",
+        "ems",
+        "--eps",
+        "1e-4uV",
+        "--factor-new",
+        "0.01",
+        "--init-block-size",
+        "1000",
+        "--chunk-seconds",
+        "3",
+    ],
     "ems_bad_eps": [
         "normalize",
         "{d}/eeg.edf",
@@ -364,6 +380,17 @@ def test_normalize_ems_streams_with_a_unit_eps(run_main):
         assert str(npz["method"]) == "ems" and npz["data"].dtype == np.float32
         # float32 output of an O(1) signal; chunked in 3 s pieces with the state carried over
         np.testing.assert_allclose(npz["data"], expected, rtol=1e-3, atol=1e-3)
+
+
+def test_normalize_ems_with_an_initial_block_longer_than_a_chunk(run_main):
+    """The standardizer holds the first 1000 samples back (chunks are 384): the output still lines up."""
+    proc, out = run_main("ems_init_block")
+    assert proc.returncode == 0, proc.stderr
+    x = np.asarray(io.read_edf(BUNDLED).data.mantissa, dtype=np.float64)
+    whole = pp.exponential_moving_standardize(x, factor_new=0.01, init_block_size=1000, eps=1e-4)
+    with np.load(out / "ems.npz", allow_pickle=False) as npz:
+        assert npz["data"].shape == x.shape
+        np.testing.assert_allclose(npz["data"], np.asarray(whole), rtol=1e-4, atol=1e-4)
 
 
 def test_demo(runs):

@@ -235,14 +235,33 @@ class _EmsSource:
         def opened() -> Any:
             self.ems.reset()
             expected = [0]
+            # With an initial block the standardizer holds samples back until the block is full, so
+            # output rows lag the input: keep the rows produced but not yet asked for.
+            ready: list[Any] = []
+            read_to = [0]
             with self.rec._reader() as raw:  # the file is opened once, read in order
+
+                def produce() -> None:
+                    start = read_to[0]
+                    if start >= self.n_samples:
+                        out = self.ems.flush()
+                        if out.shape[0] == 0:
+                            raise ValueError("ems: the stream ended before the rows asked for")
+                    else:
+                        stop = min(self.n_samples, start + self.step)
+                        read_to[0] = stop
+                        out = self.ems.partial_transform(attach(raw(start, stop) * conv, target))
+                    ready.append(np.asarray(out, dtype=np.float64))
 
                 def read(start: int, stop: int, columns: Any) -> Any:
                     if start != expected[0]:
                         raise ValueError("ems output must be read in order, from the start")
                     expected[0] = stop
-                    chunk = attach(raw(start, stop) * conv, target)
-                    block = np.asarray(self.ems.partial_transform(chunk), dtype=np.float64)
+                    while sum(b.shape[0] for b in ready) < stop - start:
+                        produce()
+                    rows = np.concatenate(ready) if len(ready) != 1 else ready[0]
+                    block, rest = rows[: stop - start], rows[stop - start :]
+                    ready[:] = [rest] if rest.shape[0] else []
                     return block[:, list(columns)]
 
                 yield read
