@@ -444,7 +444,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--plot", default=DEMO_PLOT, help=f"where to write the PNG (default: ./{DEMO_PLOT})")
     n = sub.add_parser("normalize", help="normalize an EDF/BDF or NWB recording per channel into an .npz")
-    n.add_argument("input", help="an EDF, BDF or NWB file (recognized by its content)")
+    n.add_argument(
+        "input", help="an EDF/BDF, NWB or FIF file, or any format neo reads (recognized by content or name)"
+    )
     n.add_argument("--out", required=True, help="the .npz to write (atomically)")
     n.add_argument(
         "--method",
@@ -469,7 +471,7 @@ def _parser() -> argparse.ArgumentParser:
         "--channels", nargs="+", metavar="NAME", help="channels to keep (names, or comma-separated)"
     )
     n.add_argument("--chunk-seconds", type=float, metavar="S", help="seconds of samples read at a time")
-    n.add_argument("--name", help="NWB only: the TimeSeries to read")
+    n.add_argument("--name", help="NWB: the TimeSeries to read; neo: the signal (segment/name when several)")
     n.add_argument(
         "--skip-unknown-units",
         action="store_true",
