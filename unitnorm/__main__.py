@@ -443,7 +443,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="normalize the bundled EEG recording; print statistics, plot before/after"
     )
     d.add_argument("--plot", default=DEMO_PLOT, help=f"where to write the PNG (default: ./{DEMO_PLOT})")
-    n = sub.add_parser("normalize", help="normalize an EDF/BDF or NWB recording per channel into an .npz")
+    n = sub.add_parser("normalize", help="normalize a recording per channel into an .npz")
     n.add_argument(
         "input", help="an EDF/BDF, NWB or FIF file, or any format neo reads (recognized by content or name)"
     )
