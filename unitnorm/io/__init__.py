@@ -23,7 +23,7 @@ import warnings
 from typing import Any
 
 from unitnorm.io._edf import read_edf, read_edf_by_rate
-from unitnorm.io._mne import from_mne, read_fif
+from unitnorm.io._mne import from_mne, read_fif, to_mne
 from unitnorm.io._neo import from_neo, read_neo
 from unitnorm.io._nwb import read_nwb
 from unitnorm.io._recording import Recording, RecordingWarning
@@ -44,6 +44,7 @@ __all__ = [
     "read_neo",
     "read_nwb",
     "read_recording",
+    "to_mne",
     "write_npz",
 ]
 

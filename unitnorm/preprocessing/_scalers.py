@@ -293,7 +293,9 @@ class _Scaler:
         src = read_input(data, who)
         if src.kind == "recording" and layout.names is not None and src.names != layout.names:
             self._check_names(layout, src, who)
-            src = read_input(src.value.pick(list(layout.names)), who)
+            picked = read_input(src.value.pick(list(layout.names)), who)
+            picked.mne = src.mne  # an MNE input comes back as MNE, with the fitted channels
+            src = picked
         if src.n_channels != layout.n_channels:
             raise ValueError(f"{who} expected {layout.n_channels} channels (as fitted), got {src.n_channels}")
         factors = layout.factors(src.units, who)
@@ -331,8 +333,8 @@ class _Scaler:
         offset = self._offset
         a = factors / scale
         b = offset - center / scale
-        if src.kind == "recording":
-            return _scaled_recording(src.value, a, b, center, scale, factors, offset)
+        if src.kind == "recording":  # an MNE Raw or Epochs comes back as one
+            return src.output(_scaled_recording(src.value, a, b, center, scale, factors, offset))
         if src.kind == "chunks":
             return _scaled_chunks(src, a, b, center, scale, factors, offset, who)
         return _scaled_array(src.value, center, scale, factors, offset)
