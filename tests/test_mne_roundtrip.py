@@ -11,7 +11,7 @@ import pytest
 
 import unitnorm as un
 from unitnorm import io
-from unitnorm.preprocessing import RobustScaler, StandardScaler
+from unitnorm.preprocessing import QuantileScaler, RobustScaler, StandardScaler
 
 mne = pytest.importorskip("mne")
 pytest.importorskip("pyedflib")
@@ -142,7 +142,7 @@ def test_to_mne_refuses_a_dimension_without_fiff_unit():
 # ---------------------------------------------------------------------------- scalers on Raw / Epochs
 
 
-@pytest.mark.parametrize("scaler", [StandardScaler, RobustScaler])
+@pytest.mark.parametrize("scaler", [StandardScaler, RobustScaler, QuantileScaler])
 def test_scaler_on_raw_equals_scaler_on_recording(tmp_path, scaler):
     _, raw = _meg_eeg_fif(tmp_path)
     raw = raw.copy().pick(["meg", "eeg", "eog", "ecg"])  # a flat stim channel is not data

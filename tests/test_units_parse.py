@@ -357,3 +357,13 @@ def test_refused(text, match):
 def test_type_error(bad):
     with pytest.raises(TypeError, match="parse_unit expected a str"):
         parse_unit(bad)
+
+
+def test_the_grammar_is_brainunits():
+    """The module rewrites spellings only; brainunit.parse_unit builds every compound unit."""
+    from unitnorm.io import _units_parse
+
+    assert not hasattr(_units_parse, "_Grammar")
+    assert _units_parse._to_brainunit("\u00b5V\u00b2/Hz", "") == "uvolt^2 / hertz"
+    assert _units_parse._to_brainunit("J/(kg K)", "") == "joule / (kgram * kelvin)"
+    assert _units_parse._to_brainunit("(m/s)^-2", "") == "(1 / ((metre / second) * (metre / second)))"

@@ -307,16 +307,20 @@ class _Scaler:
 
         Parameters
         ----------
-        data : array_like, Quantity, Recording or iterable of chunks
+        data : array_like, Quantity, Recording, mne.io.BaseRaw, mne.BaseEpochs or iterable of chunks
             ``(time, channels)`` in any unit of the fitted dimension (converted first).
+            An MNE Raw or Epochs is read in the SI units of its channel info (the
+            rows of Epochs are epochs x time).
 
         Returns
         -------
-        array, Recording or iterator of arrays
+        array, Recording, Raw, Epochs or iterator of arrays
             Dimensionless, the same kind as given: an array (of the input's float
             dtype, float64 for integers) for an array or a Quantity; a lazily
             normalized Recording (read, and normalized, chunk by chunk when used)
-            for a Recording; an iterator of arrays for an iterable of chunks.
+            for a Recording; a copy of an MNE Raw or Epochs (info, events and
+            annotations kept) holding the normalized values; an iterator of arrays
+            for an iterable of chunks.
 
         Raises
         ------
