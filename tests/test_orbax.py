@@ -272,3 +272,11 @@ def test_corrupt_units_item_is_named(tmp_path):
         un.with_units(bad, target)
     with pytest.raises(ValueError, match="expected the items 'state' and 'units'"):
         un.with_units({"state": restored["state"]}, target)
+
+
+def test_integer_leaf_is_not_truncated(tmp_path):
+    un.save_orbax(tmp_path / "ck", {"n": jnp.array([3, 7]) * u.mV})
+    back = un.restore_orbax(tmp_path / "ck", {"n": jnp.zeros(2, dtype=jnp.int32) * u.uvolt})
+    np.testing.assert_array_equal(_m(back["n"]), [3000, 7000])  # integer factor: exact
+    with pytest.raises(TypeError, match=r"leaf \['n'\] holds integers .* needs floats"):
+        un.restore_orbax(tmp_path / "ck", {"n": jnp.zeros(2, dtype=jnp.int32) * u.volt})

@@ -161,6 +161,8 @@ def with_units(restored: Any, target: Any) -> Any:
         When a stored leaf's unit has another dimension than the target's (the
         message names the leaf path and both units), or a Quantity meets a
         plain array; nothing is returned.
+    TypeError
+        When an integer leaf would need a fractional conversion factor.
     ValueError
         When ``restored`` has no ``units`` item (a checkpoint saved by plain
         orbax: its units were never recorded), or the record is from another
@@ -173,7 +175,8 @@ def with_units(restored: Any, target: Any) -> Any:
     Notes
     -----
     Conversion multiplies the mantissa by the ratio of the two units' sizes
-    (``stored.to_decimal(target_unit)``), in the leaf's own dtype.
+    (exact for powers of ten: mV to µV is 1000.0), in the leaf's own dtype; an
+    integer leaf is converted only by a whole factor.
 
     Examples
     --------
@@ -248,8 +251,15 @@ def _convert(where: str, value: Any, stored: u.Unit | None, target_leaf: Any) ->
     if s == t and s.scale == t.scale and s.factor == t.factor:
         mantissa = value
     else:
-        ratio = float((1.0 * s).to_decimal(t))
+        from unitnorm.io._recording import factor  # exact for powers of ten (mV -> uV is 1000.0)
+
+        ratio = factor(s, t)
         dtype = np.asarray(value).dtype if not isinstance(value, jax.Array) else value.dtype
+        if not np.issubdtype(dtype, np.inexact) and not float(ratio).is_integer():
+            raise TypeError(
+                f"restore: leaf {where} holds integers ({dtype}) in {s}; converting them to {t} "
+                f"(x {ratio:g}) needs floats; restore into a target in {s}"
+            )
         mantissa = (value * np.asarray(ratio, dtype=dtype)).astype(dtype)
     return mantissa if target_unit is None else u.Quantity(mantissa, unit=target_unit)
 
