@@ -280,3 +280,23 @@ def test_integer_leaf_is_not_truncated(tmp_path):
     np.testing.assert_array_equal(_m(back["n"]), [3000, 7000])  # integer factor: exact
     with pytest.raises(TypeError, match=r"leaf \['n'\] holds integers .* needs floats"):
         un.restore_orbax(tmp_path / "ck", {"n": jnp.zeros(2, dtype=jnp.int32) * u.volt})
+
+
+def test_flax_nnx_registered_layer_needs_no_nnx_data(tmp_path):
+    """The checkpoint page's alternative to nnx.data: register the layer class with nnx once."""
+    nnx = pytest.importorskip("flax.nnx")
+    nnx.register_data_type(un.RMSNorm)
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.norm = un.RMSNorm(3, scale_init=un.init.Constant(2.0 * u.mV))
+
+    net = Net()
+    un.save_orbax(tmp_path / "nnx", net)
+    target = Net()
+    target.norm = un.RMSNorm(3, scale_init=un.init.Constant(1.0 * u.volt))
+    back = un.restore_orbax(tmp_path / "nnx", target)
+    leaves = [x for x in jax.tree_util.tree_leaves(back.norm, is_leaf=lambda q: isinstance(q, u.Quantity))]
+    scale = next(x for x in leaves if isinstance(x, u.Quantity))
+    assert scale.unit == u.volt
+    np.testing.assert_allclose(_m(scale), 2e-3, rtol=2**-23)
