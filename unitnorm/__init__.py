@@ -11,6 +11,7 @@ from typing import Any
 
 from unitnorm import functional, init, nn, state  # noqa: F401 - submodules as attributes
 from unitnorm._checkpoint import load, save
+from unitnorm._orbax import orbax_restore_args, orbax_save_args, restore_orbax, save_orbax, with_units
 from unitnorm._units import UnitError
 from unitnorm.functional import weight_standardization
 from unitnorm.nn import (
@@ -65,9 +66,14 @@ __all__ = [
     "load",
     "load_params",
     "merge",
+    "orbax_restore_args",
+    "orbax_save_args",
     "params",
     "partition",
     "preprocessing",
+    "restore_orbax",
     "save",
+    "save_orbax",
     "weight_standardization",
+    "with_units",
 ]

@@ -7,7 +7,9 @@ when it is missing (``pip install 'unitnorm[io]'``).
 - :func:`parse_unit` reads the unit strings files carry (``'uV'``, ``'µV'``, ``'volts'``, ``'fT/cm'``).
 - :class:`Recording` holds channel names, units and a sampling rate, and reads
   samples lazily; :func:`read_recording` picks the reader (EDF/BDF, NWB, FIF through
-  MNE, or any format neo reads) from the file's first bytes or its name.
+  MNE, or any format neo reads) from the file's first bytes or its name;
+  :func:`to_mne` (``Recording.to_mne()``) gives a recording back to MNE as a ``RawArray`` in SI
+  units, and ``Recording.to_xarray()`` makes an ``xarray.DataArray`` with units in its attributes.
 - :func:`write_npz` writes an array or a Recording (streamed chunk by chunk) to an
   ``.npz`` file atomically; :func:`load_normalized` reads a normalized one back.
 
@@ -23,7 +25,7 @@ import warnings
 from typing import Any
 
 from unitnorm.io._edf import read_edf, read_edf_by_rate
-from unitnorm.io._mne import from_mne, read_fif
+from unitnorm.io._mne import from_mne, read_fif, to_mne
 from unitnorm.io._neo import from_neo, read_neo
 from unitnorm.io._nwb import read_nwb
 from unitnorm.io._recording import Recording, RecordingWarning
@@ -44,6 +46,7 @@ __all__ = [
     "read_neo",
     "read_nwb",
     "read_recording",
+    "to_mne",
     "write_npz",
 ]
 

@@ -11,10 +11,11 @@ from typing import Any
 import brainunit as u
 import numpy as np
 
-from unitnorm.io._recording import ReadFn, Recording, no_such_channel
+from unitnorm import _units
+from unitnorm.io._recording import ReadFn, Recording, factor, no_such_channel
 from unitnorm.io._units_parse import _DEG_C
 
-__all__ = ["from_mne", "read_fif"]
+__all__ = ["from_mne", "read_fif", "to_mne"]
 
 # FIFF unit codes (mne.io.constants.FIFF.FIFF_UNIT_*) -> the SI unit MNE's get_data() returns.
 _FIFF_UNITS: dict[int, u.Unit] = {
@@ -47,6 +48,20 @@ _FIFF_UNITS: dict[int, u.Unit] = {
     203: u.amp / u.metre,
     204: u.amp / u.metre**2,
 }
+
+
+def channel_units(info: Any, who: str) -> list[u.Unit]:
+    """Return the SI unit of each channel of an MNE ``Info``, from its FIFF unit code."""
+    units = []
+    for ch in info["chs"]:
+        code = int(ch["unit"])
+        if code not in _FIFF_UNITS:
+            raise ValueError(
+                f"{who}: channel {ch['ch_name']!r} has FIFF unit code {code}, "
+                "which unitnorm does not map; drop it with .pick(...) first"
+            )
+        units.append(_FIFF_UNITS[code])
+    return units
 
 
 class MneSource:
@@ -101,15 +116,7 @@ def from_mne(raw: Any) -> Recording:
         raise ImportError("from_mne needs mne, which is not installed: pip install mne") from err
     if not isinstance(raw, mne.io.BaseRaw):
         raise TypeError(f"from_mne expected an mne.io.Raw, got {type(raw).__name__}")
-    units = []
-    for ch in raw.info["chs"]:
-        code = int(ch["unit"])
-        if code not in _FIFF_UNITS:
-            raise ValueError(
-                f"from_mne: channel {ch['ch_name']!r} has FIFF unit code {code}, "
-                "which unitnorm does not map; drop it with raw.pick(...) first"
-            )
-        units.append(_FIFF_UNITS[code])
+    units = channel_units(raw.info, "from_mne")
     return Recording._from_source(MneSource(raw), list(raw.ch_names), units, float(raw.info["sfreq"]))
 
 
@@ -171,3 +178,117 @@ def read_fif(path: str | os.PathLike, channels: str | Sequence[str] | None = Non
             raise ValueError(f"{path}: {no_such_channel(missing[0], rec.channel_names)}")
         rec = rec.pick(wanted)
     return rec
+
+
+# MNE channel types of voltage channels, by a name's prefix (casefolded), as MNE's readers name them
+_VOLTAGE_TYPES = (
+    ("seeg", "seeg"),
+    ("ecog", "ecog"),
+    ("eog", "eog"),
+    ("ecg", "ecg"),
+    ("ekg", "ecg"),
+    ("emg", "emg"),
+)
+_STIM_PREFIXES = ("sti", "trigger", "status")  # 'STI 014', 'STI101', BDF 'Status'
+
+
+def _mne_type_and_code(name: str, unit: u.Unit) -> tuple[str, int]:
+    """Return the MNE channel type and FIFF unit code of a channel, from its dimension and name."""
+    folded = name.casefold().replace(" ", "")
+    if _units.same_dim(unit, u.volt):
+        if folded.startswith(_STIM_PREFIXES):  # MNE's create_info gives stim channels volts
+            return "stim", 107
+        kind = next((t for prefix, t in _VOLTAGE_TYPES if folded.startswith(prefix)), "eeg")
+        return kind, 107
+    if _units.same_dim(unit, u.tesla):
+        return "mag", 112
+    if _units.same_dim(unit, u.tesla / u.metre):
+        return "grad", 201
+    if u.get_dim(unit).is_dimensionless:
+        return ("stim", -1) if folded.startswith(_STIM_PREFIXES) else ("misc", 0)
+    if str(unit) == "degC":
+        return "misc", 114
+    for code, si in _FIFF_UNITS.items():
+        if code > 0 and code != 114 and _units.same_dim(unit, si):
+            return "misc", code
+    raise ValueError(
+        f"to_mne: channel {name!r} is {_units.describe(unit)}, which has no FIFF unit; "
+        "pick the other channels first (Recording.pick)"
+    )
+
+
+def to_mne(rec: Recording, *, verbose: Any = "error") -> Any:
+    """Turn a :class:`Recording` into an ``mne.io.RawArray``, each channel in SI units.
+
+    Parameters
+    ----------
+    rec : Recording
+        Read whole into memory (MNE's ``RawArray`` holds its data).
+    verbose : bool, str or None, default "error"
+        MNE's ``verbose`` for building the Raw.
+
+    Returns
+    -------
+    mne.io.RawArray
+        Channel names and sampling rate of the recording; values in the SI unit
+        MNE expects (µV channels multiplied by 1e-6, fT by 1e-15, ...), so
+        ``raw.get_data()`` is in V, T and T/m.
+
+    Raises
+    ------
+    TypeError
+        When ``rec`` is not a Recording.
+    ValueError
+        For a channel whose dimension has no FIFF unit (the message names it).
+    ImportError
+        When mne is not installed.
+
+    See Also
+    --------
+    from_mne : The way back; ``from_mne(to_mne(rec))`` holds the same values.
+
+    Notes
+    -----
+    The channel type comes from the dimension: voltage is ``eeg``, or ``seeg``,
+    ``ecog``, ``eog``, ``ecg`` (also ``EKG``) or ``emg`` when the channel's name
+    starts so (case and spaces ignored), as MNE's readers name them, and ``stim``
+    when it starts with ``STI`` (``mne.create_info`` gives stim channels volts); magnetic
+    flux density is ``mag``, its gradient (T/m) ``grad``; a dimensionless
+    channel is ``stim`` when its name starts with ``STI``, ``trigger`` or
+    ``Status``, else ``misc``; any other dimension with a FIFF unit (A, K, degC,
+    Pa, Hz, ...) is ``misc`` with that unit code, so :func:`from_mne` reads it
+    back in its unit.
+
+    Examples
+    --------
+    >>> import brainunit as u, numpy as np
+    >>> from unitnorm.io import Recording, from_mne
+    >>> rec = Recording(np.array([[1., 2.], [3., 4.]]), 100., ["Cz", "EOG1"], ["uV", "mV"])
+    >>> raw = rec.to_mne()
+    >>> raw.get_channel_types(), raw.get_data()[:, 0].tolist()
+    (['eeg', 'eog'], [1e-06, 0.002])
+    >>> from_mne(raw)
+    Recording(2 channels: Cz [V], EOG1 [V]; 2 samples at 100 Hz, 0.02 s)
+    """
+    try:
+        import mne
+    except ImportError as err:
+        raise ImportError("to_mne needs mne, which is not installed: pip install mne") from err
+    if not isinstance(rec, Recording):
+        raise TypeError(f"to_mne expected a unitnorm.io.Recording, got {type(rec).__name__}")
+    names, units = rec.channel_names, rec.channel_units
+    kinds, codes = zip(*(_mne_type_and_code(n, un) for n, un in zip(names, units, strict=True)), strict=True)
+    factors = np.array(
+        [
+            1.0 if code in (-1, 0, 114) else factor(un, _FIFF_UNITS[code])
+            for un, code in zip(units, codes, strict=True)
+        ]
+    )
+    data = rec.mantissa() * factors
+    info = mne.create_info(
+        list(names), float(rec.sampling_rate.to_decimal(u.hertz)), list(kinds), verbose=verbose
+    )
+    for ch, code in zip(info["chs"], codes, strict=True):
+        ch["unit"] = code
+        ch["unit_mul"] = 0
+    return mne.io.RawArray(np.ascontiguousarray(data.T), info, verbose=verbose)

@@ -447,11 +447,71 @@ class Recording:
         """
         return self._joined(0, None, "Recording.data")
 
+    def to_mne(self) -> Any:
+        """Return this recording as an ``mne.io.RawArray`` in SI units; see :func:`unitnorm.io.to_mne`."""
+        from unitnorm.io._mne import to_mne
+
+        return to_mne(self)
+
+    def to_xarray(self) -> Any:
+        """Return the samples as an ``xarray.DataArray`` with ``time`` and ``channel`` coordinates.
+
+        Returns
+        -------
+        xarray.DataArray
+            Dims ``("time", "channel")``, float64 values in each channel's own unit
+            (read whole into memory); coordinate ``time`` in seconds (attribute
+            ``units = "s"``), ``channel`` the names, and a per-channel coordinate
+            ``unit`` holding each channel's unit string. When every channel has
+            the same unit, ``attrs["units"]`` holds it, in pint's spelling
+            (``"uV"``, ``"fT / cm"``, ``"V ** 2"``), so ``pint-xarray``'s
+            ``da.pint.quantify()`` reads it; with mixed units it is absent.
+
+        Raises
+        ------
+        ImportError
+            When xarray is not installed (``pip install 'unitnorm[xarray]'``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from unitnorm.io import Recording
+        >>> da = Recording(np.ones((3, 2)), 100., ["Cz", "Pz"], "uV").to_xarray()
+        >>> da.dims, da.attrs["units"], da["time"].values.tolist()
+        (('time', 'channel'), 'uV', [0.0, 0.01, 0.02])
+        """
+        try:
+            import xarray as xr
+        except ImportError as err:
+            raise ImportError("Recording.to_xarray needs xarray: pip install 'unitnorm[xarray]'") from err
+        spelled = [_pint_spelling(unit) for unit in self._units]
+        attrs = {"sampling_rate_hz": self._rate}
+        if len(set(spelled)) == 1:
+            attrs["units"] = spelled[0]
+        return xr.DataArray(
+            self.mantissa(),
+            dims=("time", "channel"),
+            coords={
+                "time": ("time", np.arange(self.n_samples) / self._rate, {"units": "s"}),
+                "channel": list(self._names),
+                "unit": ("channel", spelled),
+            },
+            attrs=attrs,
+        )
+
     def mantissa(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Read samples ``start:stop`` as float64 mantissas, each channel in its own unit."""
         start, stop = self._window(start, stop)
         with self._reader() as read:
             return read(start, stop)
+
+
+def _pint_spelling(unit: u.Unit) -> str:
+    """Spell ``unit`` as pint reads it: brainunit's ``str`` with ``^`` as ``**``, '' when dimensionless."""
+    if u.get_dim(unit).is_dimensionless and unit.scale == 0 and unit.factor == 1:
+        return ""
+    text = str(unit)
+    return {"degC": "degC", "%": "percent", "bpm": "1 / minute"}.get(text, text.replace("^", " ** "))
 
 
 def shorten(text: str, limit: int) -> str:

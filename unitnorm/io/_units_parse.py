@@ -1,4 +1,8 @@
-"""Read the unit strings that recording files carry (``'uV'``, ``'µV'``, ``'volts'``, ``'fT/cm'``)."""
+"""Read the unit strings that recording files carry (``'uV'``, ``'µV'``, ``'volts'``, ``'fT/cm'``).
+
+The unit algebra is brainunit's (:func:`brainunit.parse_unit`); this module only turns
+the spellings files use into brainunit's spellings, and refuses the ambiguous ones.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import brainunit as u
 
 __all__ = ["parse_unit"]
 
-# Symbol -> (brainunit attribute name used with SI prefixes, full name). Case-sensitive.
+# Symbol -> (brainunit name without prefix, full name for messages). Case-sensitive.
 _SYMBOLS: dict[str, tuple[str, str]] = {
     "V": ("volt", "volt"),
     "A": ("amp", "ampere"),
@@ -29,44 +33,41 @@ _SYMBOLS: dict[str, tuple[str, str]] = {
     "L": ("liter", "litre"),
     "l": ("liter", "litre"),
     "Pa": ("pascal", "pascal"),
-    # brainunit's names for derived units, so that str(unit) reads back
     "W": ("watt", "watt"),
     "Wb": ("weber", "weber"),
     "J": ("joule", "joule"),
     "N": ("newton", "newton"),
     "H": ("henry", "henry"),
-    "C": ("coulomb", "coulomb"),
+    "C": ("coulomb", "coulomb"),  # alone it is refused: coulomb or Celsius
 }
 
-# SI prefixes: symbol -> (brainunit prefix, power of ten, name). 'u', 'µ' (U+00B5) and 'μ' (U+03BC)
-# all mean micro.
-_PREFIXES: dict[str, tuple[str, int, str]] = {
-    "Y": ("Y", 24, "yotta"),
-    "Z": ("Z", 21, "zetta"),
-    "E": ("E", 18, "exa"),
-    "P": ("P", 15, "peta"),
-    "T": ("T", 12, "tera"),
-    "G": ("G", 9, "giga"),
-    "M": ("M", 6, "mega"),
-    "k": ("k", 3, "kilo"),
-    "h": ("h", 2, "hecto"),
-    "da": ("da", 1, "deca"),
-    "d": ("d", -1, "deci"),
-    "c": ("c", -2, "centi"),
-    "m": ("m", -3, "milli"),
-    "u": ("u", -6, "micro"),
-    "\u00b5": ("u", -6, "micro"),
-    "\u03bc": ("u", -6, "micro"),
-    "n": ("n", -9, "nano"),
-    "p": ("p", -12, "pico"),
-    "f": ("f", -15, "femto"),
-    "a": ("a", -18, "atto"),
-    "z": ("z", -21, "zepto"),
-    "y": ("y", -24, "yocto"),
+# SI prefix as written -> (brainunit prefix, name); 'u', 'µ' (U+00B5) and 'μ' (U+03BC) mean micro.
+_PREFIXES: dict[str, tuple[str, str]] = {
+    "Y": ("Y", "yotta"),
+    "Z": ("Z", "zetta"),
+    "E": ("E", "exa"),
+    "P": ("P", "peta"),
+    "T": ("T", "tera"),
+    "G": ("G", "giga"),
+    "M": ("M", "mega"),
+    "k": ("k", "kilo"),
+    "h": ("h", "hecto"),
+    "da": ("da", "deca"),
+    "d": ("d", "deci"),
+    "c": ("c", "centi"),
+    "m": ("m", "milli"),
+    "u": ("u", "micro"),
+    "\u00b5": ("u", "micro"),
+    "\u03bc": ("u", "micro"),
+    "n": ("n", "nano"),
+    "p": ("p", "pico"),
+    "f": ("f", "femto"),
+    "a": ("a", "atto"),
+    "z": ("z", "zepto"),
+    "y": ("y", "yocto"),
 }
 
-# Whole words, matched case-insensitively, with an optional plural 's' and an optional
-# prefix word ('millivolts', 'Microvolt', 'nanoamperes').
+# Whole words, in any case, singular or plural, with an optional prefix word.
 _WORDS: dict[str, str] = {
     "volt": "volt",
     "ampere": "amp",
@@ -93,32 +94,31 @@ _WORDS: dict[str, str] = {
     "henry": "henry",
     "coulomb": "coulomb",
 }
-_PREFIX_WORDS = {name: attr for attr, _, name in _PREFIXES.values()} | {"deka": "da"}
+_PREFIX_WORDS = {name: pre for pre, name in _PREFIXES.values()} | {"deka": "da"}
 
 _DEG_C = u.Unit.create(u.get_dim(u.kelvin), name="degC", dispname="degC")
 _PERCENT = u.Unit.create(u.get_dim(u.UNITLESS), name="percent", dispname="%", scale=-2)
 _MMHG = u.Unit.create(u.get_dim(u.pascal), name="mmHg", dispname="mmHg", scale=2, factor=1.33322387415)
 _BPM = u.Unit.create(u.get_dim(u.hertz), name="bpm", dispname="bpm", factor=1 / 60)
 
-# Units that take no prefix.
-_SPECIAL: dict[str, u.Unit] = {
-    "degC": _DEG_C,
-    "\u00b0C": _DEG_C,
-    "\u2103": _DEG_C,
-    "celsius": _DEG_C,
-    "%": _PERCENT,
-    "percent": _PERCENT,
-    "mmHg": _MMHG,
-    "bpm": _BPM,
+# Units brainunit has no name for: the named unit alone, its brainunit expression in a compound.
+_SPECIAL: dict[str, tuple[u.Unit, str]] = {
+    "degC": (_DEG_C, "kelvin"),
+    "\u00b0C": (_DEG_C, "kelvin"),
+    "\u2103": (_DEG_C, "kelvin"),
+    "celsius": (_DEG_C, "kelvin"),
+    "%": (_PERCENT, "(10^-2)"),
+    "percent": (_PERCENT, "(10^-2)"),
+    "mmHg": (_MMHG, "(10^2 * 1.33322387415 * pascal)"),
+    "bpm": (_BPM, "(hertz / 60)"),
 }
+_SPECIAL_FOLDED = {k.casefold(): v for k, v in _SPECIAL.items()}
 _DIMENSIONLESS = {"", "1", "dimensionless", "unitless"}
 # Spellings of "no unit given": refused rather than guessed (case-insensitive).
 _NOT_A_UNIT = {"n/a", "na", "n.a.", "none", "null", "unknown", "?", "-"}
 
-_SUPERSCRIPTS = str.maketrans(
-    "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079", "-0123456789"
-)
 _SUP = "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+_SUPERSCRIPTS = str.maketrans(_SUP, "-0123456789")
 _TOKEN = re.compile(
     rf"\s*(?:(?P<open>\()|(?P<close>\))|(?P<div>/)|(?P<mul>[*\u00b7\u22c5\u00d7])"
     rf"|\^(?P<exp>[+-]?\d+)|(?P<sup>[{_SUP}]+)|(?P<name>[^\s()/*\u00b7\u22c5\u00d7^{_SUP}]+))"
@@ -129,148 +129,119 @@ _HELP = (
 )
 
 
-def _prefixed(prefix: str, attr: str) -> u.Unit:
-    return getattr(u, prefix + attr) if prefix else getattr(u, attr)
-
-
-def _symbol_candidates(name: str, *, fold: bool) -> dict[str, u.Unit]:
-    """All readings of ``name`` as [prefix]symbol, keyed by their canonical spelling."""
-    out: dict[str, u.Unit] = {}
+def _readings(name: str, *, fold: bool) -> dict[str, tuple[str, str]]:
+    """Read ``name`` as [prefix]symbol: spelling -> (brainunit name, words), one per unit."""
     key = name.casefold() if fold else name
-    for sym, (attr, _) in _SYMBOLS.items():
-        if (sym.casefold() if fold else sym) == key:
-            out[sym] = _prefixed("", attr)
-        for pre, (battr, _, _) in _PREFIXES.items():
+    out: dict[str, tuple[str, str]] = {}
+    for sym, (attr, full) in _SYMBOLS.items():
+        for pre, (bpre, pname) in [("", ("", ""))] + list(_PREFIXES.items()):
             spelled = pre + sym
-            if (spelled.casefold() if fold else spelled) == key:
-                out[battr + sym] = _prefixed(battr, attr)
-    # u, µ and μ (and Ohm, ohm, Ω) give the same unit: keep one reading per distinct unit
-    distinct: dict[str, u.Unit] = {}
-    for spelled, unit in out.items():
-        if not any(unit == seen and str(unit) == str(seen) for seen in distinct.values()):
-            distinct[spelled] = unit
-    return distinct
+            target = bpre + attr
+            if (spelled.casefold() if fold else spelled) == key and all(t != target for t, _ in out.values()):
+                out[bpre + sym] = (target, pname + full)
+    return out
 
 
-def _word(name: str) -> u.Unit | None:
+def _word(name: str) -> str | None:
     word = name.casefold()
     for stem in (word, word[:-1] if word.endswith("s") else None):
         if not stem:
             continue
         if stem in _WORDS:
-            return _prefixed("", _WORDS[stem])
-        for pword, pattr in _PREFIX_WORDS.items():
+            return _WORDS[stem]
+        for pword, pre in _PREFIX_WORDS.items():
             if stem.startswith(pword) and stem[len(pword) :] in _WORDS:
-                return _prefixed(pattr, _WORDS[stem[len(pword) :]])
+                return pre + _WORDS[stem[len(pword) :]]
     return None
 
 
-def _name(name: str, text: str) -> u.Unit:
+def _special(name: str) -> tuple[u.Unit, str] | None:
     if name in _SPECIAL:
         return _SPECIAL[name]
+    if _word(name) is None and not _readings(name, fold=False):
+        return _SPECIAL_FOLDED.get(name.casefold())
+    return None
+
+
+def _name(name: str, text: str) -> str:
+    """Give the brainunit spelling of one unit name as a file writes it."""
+    if name == "1":
+        return "1"
+    special = _special(name)
+    if special is not None:
+        return special[1]
     if name == "C":
         raise ValueError(
             f"ambiguous unit {text!r}: 'C' could be coulomb or degree Celsius; write 'coulomb' or 'degC'"
         )
-    exact = _symbol_candidates(name, fold=False)
+    exact = _readings(name, fold=False)
     if len(exact) == 1:
-        return next(iter(exact.values()))
+        return next(iter(exact.values()))[0]
     word = _word(name)
     if word is not None:
         return word
-    if name.casefold() in {k.casefold() for k in _SPECIAL}:
-        return next(v for k, v in _SPECIAL.items() if k.casefold() == name.casefold())
-    folded = _symbol_candidates(name, fold=True)
+    folded = _readings(name, fold=True)
     if len(folded) == 1:
-        return next(iter(folded.values()))
+        return next(iter(folded.values()))[0]
     if len(folded) > 1:
-        options = " or ".join(f"{spelled!r} ({_describe(spelled)})" for spelled in sorted(folded))
+        options = " or ".join(f"{spelled!r} ({words})" for spelled, (_, words) in sorted(folded.items()))
         raise ValueError(
             f"ambiguous unit {text!r}: {name!r} could be {options}; write it with the intended case"
         )
     raise ValueError(f"unknown unit {text!r}; {_HELP}")
 
 
-def _describe(spelled: str) -> str:
-    for sym, (_, full) in _SYMBOLS.items():
-        if spelled == sym:
-            return full
-        if spelled.endswith(sym) and spelled[: -len(sym)] in {p for _, (p, _, _) in _PREFIXES.items()}:
-            pre = spelled[: -len(sym)]
-            return next(n for _, (a, _, n) in _PREFIXES.items() if a == pre) + full
-    return spelled  # pragma: no cover - every candidate is a prefix plus a symbol
+def _to_brainunit(s: str, text: str) -> str:
+    """Rewrite ``s`` in brainunit's spelling: names normalized, ``' * '`` and ``' / '`` explicit."""
 
+    def fail(why: str) -> ValueError:
+        return ValueError(f"unknown unit {text!r}: {why}; {_HELP}")
 
-def _tokens(s: str, text: str) -> list[tuple[str, str]]:
-    out, pos = [], 0
     s = s.replace("**", "^")
-    while pos < len(s):
-        if s[pos:].isspace():
-            break
+    out: list[str] = []
+    opened: list[int] = []  # where each open '(' starts in ``out``
+    prev = None  # kind of the previous token
+    pos = 0
+    while pos < len(s) and not s[pos:].isspace():
         match = _TOKEN.match(s, pos)
         if match is None:
-            raise ValueError(f"unknown unit {text!r}: cannot read {s[pos:].strip()!r}; {_HELP}")
-        kind = match.lastgroup
-        out.append((kind, match[kind]))
-        pos = match.end()
-    return out
-
-
-class _Grammar:
-    """Parse ``quotient := product ('/' product)*``.
-
-    ``product := power ([*] power)*`` and ``power := (name | '(' quotient ')') [^int]``,
-    so '/' divides by everything up to the next '/': ``'J/kg K'`` is ``J / (kg K)``.
-    """
-
-    def __init__(self, tokens: list[tuple[str, str]], text: str):
-        self.tokens, self.pos, self.text = tokens, 0, text
-
-    def peek(self) -> str | None:
-        return self.tokens[self.pos][0] if self.pos < len(self.tokens) else None
-
-    def fail(self, why: str) -> ValueError:
-        return ValueError(f"unknown unit {self.text!r}: {why}; {_HELP}")
-
-    def quotient(self) -> u.Unit:
-        unit = self.product()
-        while self.peek() == "div":
-            self.pos += 1
-            unit = unit / self.product()
-        return unit
-
-    def product(self) -> u.Unit:
-        unit = self.power()
-        while self.peek() in ("mul", "name", "open"):
-            if self.peek() == "mul":
-                self.pos += 1
-            unit = unit * self.power()
-        return unit
-
-    def power(self) -> u.Unit:
-        kind = self.peek()
-        if kind == "name":
-            name = self.tokens[self.pos][1]
-            self.pos += 1
-            base = u.UNITLESS if name == "1" else _name(name, self.text)
-        elif kind == "open":
-            self.pos += 1
-            base = self.quotient()
-            if self.peek() != "close":
-                raise self.fail("a '(' is not closed")
-            self.pos += 1
-        else:
-            raise self.fail(
-                "a unit is missing" if kind is None else f"unexpected {self.tokens[self.pos][1]!r}"
-            )
-        kind = self.peek()
-        if kind in ("exp", "sup"):
-            power = int(self.tokens[self.pos][1].translate(_SUPERSCRIPTS))
-            self.pos += 1
+            raise fail(f"cannot read {s[pos:].strip()!r}")
+        kind, value, pos = match.lastgroup, match[match.lastgroup], match.end()
+        if kind in ("name", "open"):
+            if prev in ("name", "close", "exp", "sup"):
+                out.append(" * ")  # juxtaposition is a product: 'm s^-1'
+            if kind == "open":
+                opened.append(len(out))
+                out.append("(")
+            else:
+                out.append(_name(value, text))
+        elif kind in ("mul", "div"):
+            if prev not in ("name", "close", "exp", "sup"):
+                raise fail(f"unexpected {value!r}")
+            out.append(" * " if kind == "mul" else " / ")
+        elif kind == "close":
+            if not opened or prev not in ("name", "close", "exp", "sup"):
+                raise fail("a ')' without its '('" if not opened else "a unit is missing")
+            out.append(")")
+            start = opened.pop()
+            out[start:] = ["".join(out[start:])]
+        else:  # an integer power of the name or the group before it
+            if prev not in ("name", "close"):
+                raise fail(f"unexpected {value!r}")
+            power = int(value.translate(_SUPERSCRIPTS))
             if power == 0:
-                raise self.fail("exponent 0")
-            return base**power
-        return base
+                raise fail("exponent 0")
+            if prev == "name":
+                out[-1] = f"{out[-1]}^{power}"
+            else:  # brainunit powers names only: write the group's power as a product
+                group = " * ".join([out[-1]] * abs(power))
+                out[-1] = f"({group})" if power > 0 else f"(1 / ({group}))"
+        prev = kind
+    if opened:
+        raise fail("a '(' is not closed")
+    if prev not in ("name", "close", "exp", "sup"):
+        raise fail("a unit is missing")
+    return "".join(out)
 
 
 def parse_unit(text: str) -> u.Unit:
@@ -295,6 +266,11 @@ def parse_unit(text: str) -> u.Unit:
     ValueError
         When the string is unknown or ambiguous; the message quotes it.
 
+    See Also
+    --------
+    brainunit.parse_unit : Reads brainunit's own spellings; this function rewrites
+        the spellings of recording files into them and hands them over.
+
     Notes
     -----
     What is accepted, after stripping surrounding whitespace:
@@ -302,20 +278,26 @@ def parse_unit(text: str) -> u.Unit:
     * **Symbols with an SI prefix** (``Y`` ... ``y``, with ``u``, ``µ`` U+00B5 and
       ``μ`` U+03BC all meaning micro): ``V``, ``A``, ``T``, ``m``, ``s``, ``Hz``,
       ``S``, ``Ohm``/``ohm``/``Ω``, ``F``, ``K``, ``g``, ``mol``, ``M`` (molar),
-      ``L``/``l``, ``Pa``. Case matters first: ``'mV'`` is millivolt and ``'MV'``
-      megavolt, ``'nA'`` nanoampere.
+      ``L``/``l``, ``Pa``, ``W``, ``Wb``, ``J``, ``N``, ``H``. Case matters first:
+      ``'mV'`` is millivolt and ``'MV'`` megavolt, ``'nA'`` nanoampere.
     * **Other case variants** are read only where one unit fits: ``'uv'`` and
       ``'UV'`` are microvolt, ``'HZ'`` hertz, ``'KHZ'`` kilohertz; ``'mv'`` (mV or
-      MV?), ``'pa'`` (pA or Pa?) and ``'US'`` (µS or µs?) are refused as ambiguous.
+      MV?), ``'pa'`` (pA or Pa?) and ``'US'`` (µS or µs?) are refused as ambiguous,
+      and so is ``'C'`` (coulomb or Celsius?).
     * **Words**, in any case, singular or plural, with an optional prefix word:
       ``'volts'``, ``'Millivolt'``, ``'microvolts'``, ``'nanoamperes'``, ``'tesla'``.
     * **Products, quotients and integer powers**: ``'T/m'``, ``'fT/cm'``,
       ``'fT / cm'``, ``'uV^2'``, ``'uV**2'``, ``'m²'``, ``'m s^-1'``, ``'mV*s'``,
-      ``'1/s'`` (brainunit's own spellings such as ``'m^2 kg s^-3 A^-1'`` read back).
+      ``'1/s'``, ``'(m/s)^2'``; ``'/'`` divides by the product up to the next
+      ``'/'`` (``'J/kg K'`` is J/(kg K)). brainunit's own spellings such as
+      ``'m^2 kg s^-3 A^-1'`` read back.
     * **Specials** without prefixes: ``'degC'``/``'°C'``/``'℃'``, ``'%'``/``'percent'``,
       ``'mmHg'``, ``'bpm'`` (1/60 Hz).
     * **Dimensionless**: ``''``, ``'1'``, ``'dimensionless'``, ``'unitless'``.
 
+    Each name is rewritten to brainunit's name (``'µV'`` and ``'microvolts'`` to
+    ``'uvolt'``, ``'kOhm'`` to ``'kohm'``), products and quotients to brainunit's
+    ``' * '`` and ``' / '``, and :func:`brainunit.parse_unit` builds the unit.
     ``'degC'`` is a unit of temperature *difference* the size of a kelvin:
     brainunit has no affine units, so a Celsius channel keeps its Celsius values
     and its statistics print in degC; use ``brainunit.celsius2kelvin`` to turn an
@@ -345,10 +327,11 @@ def parse_unit(text: str) -> u.Unit:
             f"unknown unit {text!r}: it reads as 'not available', not as a unit "
             "(write 'nA' for nanoampere, '' or '1' for dimensionless)"
         )
-    if s in _SPECIAL:
-        return _SPECIAL[s]
-    grammar = _Grammar(_tokens(s, text), text)
-    unit = grammar.quotient()
-    if grammar.peek() is not None:
-        raise grammar.fail(f"unexpected {grammar.tokens[grammar.pos][1]!r}")
-    return unit
+    special = _special(s)
+    if special is not None:
+        return special[0]
+    spelled = _to_brainunit(s, text)
+    try:
+        return u.parse_unit(spelled)
+    except ValueError as err:  # pragma: no cover - every name above is one brainunit knows
+        raise ValueError(f"unknown unit {text!r}: {err}; {_HELP}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,11 @@ class Source:
     names: tuple[str, ...] | None
     value: Any  # the array, the Recording, or an iterator of chunks (first chunk pushed back)
     quantity: bool = False
+    mne: Any = None  # the MNE Raw or Epochs the Recording was read from
+
+    def output(self, rec: Recording) -> Any:
+        """Return a normalized Recording as the kind given: a Raw or Epochs for MNE input."""
+        return rec if self.mne is None else to_mne_like(rec, self.mne)
 
     @property
     def n_channels(self) -> int:
@@ -83,8 +89,54 @@ class Source:
                 yield block if f == 1.0 else block * f
 
 
+def _mne_kind(data: Any) -> str | None:
+    """Return ``'raw'`` or ``'epochs'`` for MNE objects (without importing MNE when nobody did)."""
+    mne = sys.modules.get("mne")
+    if mne is None:
+        return None
+    if isinstance(data, mne.io.BaseRaw):
+        return "raw"
+    if isinstance(data, mne.BaseEpochs):
+        return "epochs"
+    return None
+
+
+def from_mne_input(data: Any, kind: str, who: str) -> Recording:
+    """Read an MNE Raw (lazily) or Epochs (epochs x time as rows) as a Recording in SI units."""
+    from unitnorm.io._mne import channel_units, from_mne
+
+    if kind == "raw":
+        return from_mne(data)
+    units = channel_units(data.info, who)
+    block = data.get_data(picks=np.arange(len(data.ch_names)))  # (epochs, channels, times), SI units
+    rows = np.ascontiguousarray(block.transpose(0, 2, 1).reshape(-1, block.shape[1]), dtype=np.float64)
+    return Recording(rows, float(data.info["sfreq"]), list(data.ch_names), units)
+
+
+def to_mne_like(rec: Recording, original: Any) -> Any:
+    """Put a normalized Recording's values into a copy of the MNE Raw or Epochs it came from."""
+    out = original.copy()
+    if list(out.ch_names) != list(rec.channel_names):
+        out.pick(list(rec.channel_names))
+    out.load_data()
+    values = rec.mantissa()  # (rows, channels)
+    if _mne_kind(original) == "raw":
+        shaped = values.T
+    else:
+        n_epochs, n_times = len(out), len(out.times)
+        shaped = values.reshape(n_epochs, n_times, -1).transpose(0, 2, 1)
+    out.apply_function(lambda _: shaped, picks="all", channel_wise=False, verbose="error")
+    return out
+
+
 def read_input(data: Any, who: str) -> Source:
     """Recognize the kind of ``data`` and its units (without reading a Recording)."""
+    kind = _mne_kind(data)
+    if kind is not None:
+        rec = from_mne_input(data, kind, who)
+        src = read_input(rec, who)
+        src.mne = data
+        return src
     if isinstance(data, Recording):
         if data.n_samples == 0:
             raise ValueError(f"{who}: the recording has no samples")

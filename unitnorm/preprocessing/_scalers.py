@@ -293,7 +293,9 @@ class _Scaler:
         src = read_input(data, who)
         if src.kind == "recording" and layout.names is not None and src.names != layout.names:
             self._check_names(layout, src, who)
-            src = read_input(src.value.pick(list(layout.names)), who)
+            picked = read_input(src.value.pick(list(layout.names)), who)
+            picked.mne = src.mne  # an MNE input comes back as MNE, with the fitted channels
+            src = picked
         if src.n_channels != layout.n_channels:
             raise ValueError(f"{who} expected {layout.n_channels} channels (as fitted), got {src.n_channels}")
         factors = layout.factors(src.units, who)
@@ -305,16 +307,20 @@ class _Scaler:
 
         Parameters
         ----------
-        data : array_like, Quantity, Recording or iterable of chunks
+        data : array_like, Quantity, Recording, mne.io.BaseRaw, mne.BaseEpochs or iterable of chunks
             ``(time, channels)`` in any unit of the fitted dimension (converted first).
+            An MNE Raw or Epochs is read in the SI units of its channel info (the
+            rows of Epochs are epochs x time).
 
         Returns
         -------
-        array, Recording or iterator of arrays
+        array, Recording, Raw, Epochs or iterator of arrays
             Dimensionless, the same kind as given: an array (of the input's float
             dtype, float64 for integers) for an array or a Quantity; a lazily
             normalized Recording (read, and normalized, chunk by chunk when used)
-            for a Recording; an iterator of arrays for an iterable of chunks.
+            for a Recording; a copy of an MNE Raw or Epochs (info, events and
+            annotations kept) holding the normalized values; an iterator of arrays
+            for an iterable of chunks.
 
         Raises
         ------
@@ -331,8 +337,8 @@ class _Scaler:
         offset = self._offset
         a = factors / scale
         b = offset - center / scale
-        if src.kind == "recording":
-            return _scaled_recording(src.value, a, b, center, scale, factors, offset)
+        if src.kind == "recording":  # an MNE Raw or Epochs comes back as one
+            return src.output(_scaled_recording(src.value, a, b, center, scale, factors, offset))
         if src.kind == "chunks":
             return _scaled_chunks(src, a, b, center, scale, factors, offset, who)
         return _scaled_array(src.value, center, scale, factors, offset)
