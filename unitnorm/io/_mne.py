@@ -12,7 +12,7 @@ import brainunit as u
 import numpy as np
 
 from unitnorm import _units
-from unitnorm.io._recording import ReadFn, Recording, factor, no_such_channel
+from unitnorm.io._recording import ReadFn, Recording, factor, pick_named
 from unitnorm.io._units_parse import _DEG_C
 
 __all__ = ["from_mne", "read_fif", "to_mne"]
@@ -171,13 +171,7 @@ def read_fif(path: str | os.PathLike, channels: str | Sequence[str] | None = Non
         raise ValueError(f"{path}: not a readable FIF file ({text})") from None
     rec = from_mne(raw)
     rec._description = path
-    if channels is not None:
-        wanted = [channels] if isinstance(channels, str) else list(channels)
-        missing = [c for c in wanted if c not in rec.channel_names]
-        if missing:
-            raise ValueError(f"{path}: {no_such_channel(missing[0], rec.channel_names)}")
-        rec = rec.pick(wanted)
-    return rec
+    return pick_named(rec, channels, path)
 
 
 # MNE channel types of voltage channels, by a name's prefix (casefolded), as MNE's readers name them

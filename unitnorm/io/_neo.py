@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from unitnorm.io._recording import ReadFn, Recording, no_such_channel, shorten
+from unitnorm.io._recording import ReadFn, Recording, pick_named, shorten
 from unitnorm.io._units_parse import parse_unit
 
 __all__ = ["from_neo", "read_neo"]
@@ -233,10 +233,4 @@ def read_neo(
         listing = shorten(", ".join(repr(n) for n, _ in found), 240)
         raise ValueError(f"{path}: {len(found)} signals; pass name=... (or --name) to pick one of {listing}")
     rec = from_neo(signal, label=path)
-    if channels is not None:
-        wanted = [channels] if isinstance(channels, str) else list(channels)
-        missing = [c for c in wanted if c not in rec.channel_names]
-        if missing:
-            raise ValueError(f"{path}: {no_such_channel(missing[0], rec.channel_names)}")
-        rec = rec.pick(wanted)
-    return rec
+    return pick_named(rec, channels, path)

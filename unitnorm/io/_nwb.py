@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from unitnorm.io._edf import EXTRA_HINT, check_file
-from unitnorm.io._recording import ReadFn, Recording, no_such_channel, shorten
+from unitnorm.io._recording import ReadFn, Recording, pick_named, shorten
 from unitnorm.io._units_parse import parse_unit
 
 __all__ = ["read_nwb"]
@@ -236,10 +236,4 @@ def read_nwb(
     finally:
         io.close()
     rec = Recording._from_source(source, names, [unit] * n_channels, rate, description=path)
-    if channels is not None:
-        wanted = [channels] if isinstance(channels, str) else list(channels)
-        missing = [c for c in wanted if c not in rec.channel_names]
-        if missing:
-            raise ValueError(f"{path}: {no_such_channel(missing[0], rec.channel_names)}")
-        rec = rec.pick(wanted)
-    return rec
+    return pick_named(rec, channels, path)

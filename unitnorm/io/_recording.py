@@ -541,6 +541,17 @@ def unknown_units_error(where: str, unknown: Sequence[tuple[str, str, Exception]
     )
 
 
+def pick_named(rec: Recording, channels: str | Sequence[str] | None, path: Any) -> Recording:
+    """``rec`` with only ``channels`` (by name, in that order); every reader's ``channels=`` argument."""
+    if channels is None:
+        return rec
+    wanted = [channels] if isinstance(channels, str) else list(channels)
+    missing = [c for c in wanted if c not in rec.channel_names]
+    if missing:
+        raise ValueError(f"{path}: {no_such_channel(missing[0], rec.channel_names)}")
+    return rec.pick(wanted)
+
+
 def no_such_channel(name: str, names: Sequence[str]) -> str:
     """Describe a channel name that is not there, with close matches and the channel list."""
     close = difflib.get_close_matches(name, list(names), n=3)
