@@ -501,3 +501,48 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, tmp_path):
     _assert_identical(result["r"].scaler, expected)
     client.wait_for_workers(2, timeout=60)  # the nanny restarts it
     assert pids[victim] not in client.run(os.getpid).values()
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def test_cli_stats_then_normalize_with_the_saved_statistics(corpus, tmp_path, capsys):
+    from unitnorm.__main__ import main
+
+    root, ref = corpus
+    stats = tmp_path / "stats.npz"
+    pattern = str(root / "*.edf")
+    argv = ["stats", pattern, str(root / "c.nwb"), "--out", str(stats), "--method", "robust"]
+    assert main([*argv, "--channels", "Fz,Cz"]) == 0
+    out = capsys.readouterr().out
+    assert "fitted RobustScaler over 4 recordings (0 skipped), 2 channels: Fz, Cz" in out
+    saved = un.load(stats)
+    np.testing.assert_allclose(saved.center_.mantissa, [np.median(ref["Fz"]), np.median(ref["Cz"])], rtol=1e-12)
+    out_dir = tmp_path / "z"
+    assert main(["normalize", str(root), "--out-dir", str(out_dir), "--stats", str(stats)]) == 0
+    assert "wrote 4 Zarr stores" in capsys.readouterr().out
+    back = io.read_zarr(out_dir / "a.zarr")
+    assert back.attrs["method"] == "robust" and back.stats["center"][0].unit == u.uvolt
+    assert main(["normalize", str(root), "--out-dir", str(out_dir), "--stats", str(stats)]) == 0
+    assert "(4 already complete, 0 skipped)" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line_and_writes_nothing(corpus, tmp_path, capsys):
+    from unitnorm.__main__ import main
+
+    root, _ = corpus
+    shutil.copy(root / "a.edf", tmp_path / "a.edf")
+    (tmp_path / "broken.edf").write_bytes(b"0       " + b"\x01" * 300)
+    out_dir = tmp_path / "out"
+    assert main(["normalize", str(tmp_path), "--out-dir", str(out_dir)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "broken.edf" in err
+    assert not out_dir.exists()
+    assert main(["stats", str(tmp_path), "--out", str(tmp_path / "s.npz")]) == 1
+    assert "broken.edf" in capsys.readouterr().err and not (tmp_path / "s.npz").exists()
+    assert main(["stats", str(tmp_path), "--out", str(tmp_path / "s.npz"), "--on-error", "skip"]) == 0
+    assert f"skipped {tmp_path / 'broken.edf'}: " in capsys.readouterr().out
+    assert main(["stats", str(tmp_path), "--out", str(tmp_path / "t.npz"), "--workers", "2"]) == 1
+    assert "--workers needs --scheduler processes" in capsys.readouterr().err
+    assert main(["normalize", str(root / "a.edf"), str(root / "b.edf"), "--out", str(tmp_path / "x.npz")]) == 1
+    assert "use --out-dir" in capsys.readouterr().err
