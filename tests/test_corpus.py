@@ -499,6 +499,8 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, tmp_path):
     run.join(120)
     assert victim is not None and killed_while_running, "the run ended before a worker could be killed"
     _assert_identical(result["r"].scaler, expected)
+    # chunks of 2**19 samples: large enough that a multi-threaded BLAS would split a dot product
+    _assert_identical(pp.fit_corpus(tmp_path).scaler, pp.fit_corpus(tmp_path, scheduler=client).scaler)
     client.wait_for_workers(2, timeout=60)  # the nanny restarts it
     assert pids[victim] not in client.run(os.getpid).values()
 
@@ -517,7 +519,9 @@ def test_cli_stats_then_normalize_with_the_saved_statistics(corpus, tmp_path, ca
     out = capsys.readouterr().out
     assert "fitted RobustScaler over 4 recordings (0 skipped), 2 channels: Fz, Cz" in out
     saved = un.load(stats)
-    np.testing.assert_allclose(saved.center_.mantissa, [np.median(ref["Fz"]), np.median(ref["Cz"])], rtol=1e-12)
+    np.testing.assert_allclose(
+        saved.center_.mantissa, [np.median(ref["Fz"]), np.median(ref["Cz"])], rtol=1e-12
+    )
     out_dir = tmp_path / "z"
     assert main(["normalize", str(root), "--out-dir", str(out_dir), "--stats", str(stats)]) == 0
     assert "wrote 4 Zarr stores" in capsys.readouterr().out
@@ -544,5 +548,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(corpus, tmp_path, capsys):
     assert f"skipped {tmp_path / 'broken.edf'}: " in capsys.readouterr().out
     assert main(["stats", str(tmp_path), "--out", str(tmp_path / "t.npz"), "--workers", "2"]) == 1
     assert "--workers needs --scheduler processes" in capsys.readouterr().err
-    assert main(["normalize", str(root / "a.edf"), str(root / "b.edf"), "--out", str(tmp_path / "x.npz")]) == 1
+    assert (
+        main(["normalize", str(root / "a.edf"), str(root / "b.edf"), "--out", str(tmp_path / "x.npz")]) == 1
+    )
     assert "use --out-dir" in capsys.readouterr().err
