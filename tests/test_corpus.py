@@ -411,6 +411,11 @@ def test_scaler_checkpoint_round_trip_applies_by_name(corpus, tmp_path):
     _assert_identical(loaded, s)
     report = pp.normalize_corpus([root / "d.edf"], tmp_path / "out", loaded)
     assert io.read_zarr(report.written[0]).channel_names == ("Fz", "Cz")
+    only = pp.normalize_corpus([root / "a.edf"], tmp_path / "cz", loaded, channels=["Cz"])
+    back = io.read_zarr(only.written[0])
+    assert back.channel_names == ("Cz",) and back.stats["mean"][0] == s.mean_[1]
+    with pytest.raises(ValueError, match="not among the fitted"):
+        pp.normalize_corpus([root / "a.edf"], tmp_path / "pz", loaded, channels=["Pz"])
 
 
 def test_import_does_not_pull_dask_or_zarr():

@@ -600,14 +600,15 @@ def _plan(corpus: _Corpus, i: int, layout: Layout, scaler: _Scaler, chunk_sample
     here = dict(zip(h.names, h.units, strict=True))
     used = [n for n in corpus.names if n in here]
     col = {n: j for j, n in enumerate(used)}
-    target = {n: layout.units[g] for n, g in zip(corpus.names, layout.group_of, strict=True)}
+    # the layout's channels are the corpus channels (a fit) or a superset (a fitted scaler applied)
+    target = {n: layout.units[g] for n, g in zip(layout.names, layout.group_of, strict=True)}
     factors = np.array([factor(here[n], target[n]) for n in used], dtype=np.float64)
     if layout.pooled:
         slot_cols = tuple(
-            tuple(col[corpus.names[c]] for c in idx if corpus.names[c] in col) for idx in layout.groups
+            tuple(col[layout.names[c]] for c in idx if layout.names[c] in col) for idx in layout.groups
         )
     else:
-        slot_cols = tuple((col[n],) if n in col else () for n in corpus.names)
+        slot_cols = tuple((col[n],) if n in col else () for n in layout.names)
     return _Plan(
         corpus.files[i],
         tuple(used),
@@ -894,8 +895,9 @@ def normalize_corpus(
         is, by channel name; or a method name / unfitted scaler, first fitted over the
         corpus as :func:`fit_corpus` does.
     channels, on_error, scheduler, n_workers, chunk_samples, progress
-        As in :func:`fit_corpus`. With a fitted scaler, each recording is written
-        with the fitted channels it has.
+        As in :func:`fit_corpus`. With a fitted scaler: ``'intersection'`` needs
+        every fitted channel in every recording; ``'union'`` writes each recording
+        with the fitted channels it has; a list writes those channels.
 
     Returns
     -------
@@ -970,13 +972,8 @@ def normalize_corpus(
     runner = _Runner(scheduler, n_workers, progress)
     try:
         if fitted:
-            corpus = _survey(
-                runner,
-                files,
-                list(scaler._layout.names) if channels == "intersection" else channels,
-                on_error,
-            )
-            corpus = _restrict(corpus, scaler)
+            wanted = list(scaler._layout.names) if channels == "intersection" else channels
+            corpus = _restrict(_survey(runner, files, wanted, on_error), scaler, channels)
         else:
             corpus = _survey(runner, files, channels, on_error)
             _fit(runner, corpus, scaler, on_error, chunk_samples)
@@ -1030,8 +1027,8 @@ def _write_star(args: tuple[Any, ...]) -> Any:
     return _write_task(*args)
 
 
-def _restrict(corpus: _Corpus, scaler: _Scaler) -> _Corpus:
-    """Give a corpus the channels and units of a fitted scaler, checking each recording's units."""
+def _restrict(corpus: _Corpus, scaler: _Scaler, channels: Any) -> _Corpus:
+    """Give a corpus the channels (all, or those listed) and units of a fitted scaler, checking each file."""
     layout = scaler._layout
     for h in corpus.headers:
         here = dict(zip(h.names, h.units, strict=True))
@@ -1041,8 +1038,15 @@ def _restrict(corpus: _Corpus, scaler: _Scaler) -> _Corpus:
                     f"{h.path}: channel {n!r} is {_units.describe(here[n])}, but the statistics were fitted "
                     f"in {_units.describe(layout.units[g])}"
                 )
-    corpus.names = tuple(layout.names)
-    corpus.units = tuple(layout.units[g] for g in layout.group_of)
+    names = list(layout.names) if isinstance(channels, str) else [n for n in layout.names if n in channels]
+    unknown = [] if isinstance(channels, str) else [n for n in channels if n not in layout.names]
+    if unknown:
+        raise ValueError(
+            f"channels {', '.join(map(repr, unknown))} are not among the fitted ones: "
+            f"{', '.join(layout.names)}"
+        )
+    corpus.names = tuple(names)
+    corpus.units = tuple(layout.units[layout.group_of[layout.names.index(n)]] for n in names)
     return corpus
 
 
