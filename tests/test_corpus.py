@@ -557,3 +557,23 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(corpus, tmp_path, capsys):
         main(["normalize", str(root / "a.edf"), str(root / "b.edf"), "--out", str(tmp_path / "x.npz")]) == 1
     )
     assert "use --out-dir" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_quick_mode_runs():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "bench_corpus.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for text in ("files/s", "MB/s", "speed-up serial / processes x2", "peak memory per worker", "### Goals"):
+        assert text in proc.stdout
+    assert "statistics bit-identical (serial, Client, 'processes'): True" in proc.stdout
