@@ -118,13 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="zscore", choices=["zscore", "robust", "mad", "quantile"])
     parser.add_argument("--dir", help="where the corpus is generated (kept); default a temporary folder")
     parser.add_argument("--normalize", metavar="DIR", help="also time normalize_corpus into DIR")
+    parser.add_argument(
+        "--dask-malloc",
+        action="store_true",
+        help="keep Dask's MALLOC_TRIM_THRESHOLD_=65536 for the workers (unitnorm's own cluster unsets it)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.files, args.mb, args.channels, args.repeats = 6, 1.0, 8, 1
 
+    import dask
     import distributed
 
-    from unitnorm.preprocessing import fit_corpus, normalize_corpus
+    from unitnorm.preprocessing import _corpus, fit_corpus, normalize_corpus
+
+    malloc = {} if args.dask_malloc else _corpus.WORKER_ENVIRON
 
     folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="unitnorm-corpus-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         files = [str(p) for p in paths]
         fit_corpus(files[:1], args.method)  # imports and first-call costs, as the workers' warm-up
         with (
+            dask.config.set(malloc),
             distributed.LocalCluster(
                 n_workers=args.workers,
                 threads_per_worker=1,
@@ -177,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{total_mb / best_dask:7.0f} MB/s"
         )
         print(f"scheduler='processes' (cluster start-up included): {with_startup:.2f} s")
+        print(f"worker malloc settings: {'Dask default' if args.dask_malloc else malloc}")
         print(
             f"speed-up serial / processes x{args.workers}: {speedup:.2f} (goal >= {GOAL_SPEEDUP}; "
             f"{os.cpu_count()} CPUs on this machine, shared)"
@@ -184,9 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(peaks.values())
         for addr in sorted(peaks):
             print(
-                f"worker {addr}: peak RSS {peaks[addr]:.0f} MB (after import and warm-up {base[addr]:.0f} MB)"
+                f"worker {addr}: peak RSS {peaks[addr]:.0f} MB; idle after warm-up {base[addr]:.0f} MB; "
+                f"the tasks added {peaks[addr] - base[addr]:.0f} MB"
             )
         print(f"peak memory per worker: {worst:.0f} MB (goal <= {GOAL_WORKER_MB:.0f} MB)")
+        print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         print(f"statistics bit-identical (serial, Client, 'processes'): {identical}")
         print("### Goals")
         print(

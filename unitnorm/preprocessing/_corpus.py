@@ -39,6 +39,12 @@ __all__ = ["CorpusReport", "find_recordings", "fit_corpus", "normalize_corpus"]
 
 #: Seconds between two progress lines when stderr is not a terminal.
 PROGRESS_SECONDS = 10.0
+#: Dask configuration for the cluster ``scheduler='processes'`` starts. Dask gives its workers
+#: ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap threshold at 128 KiB: every
+#: chunk-sized array is then mapped and faulted in anew, and these tasks ran 2x slower
+#: (measured, ``benchmarks/bench_corpus.py --dask-malloc``). Their memory is bounded by the
+#: chunk, so glibc's adaptive defaults are kept.
+WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 _CONTENT_KINDS = ("edf", "bdf", "nwb", "fif")
 _GLOB_CHARS = frozenset("*?[")
 
@@ -459,13 +465,16 @@ class _Runner:
         except ImportError:
             raise ImportError(f"scheduler={scheduler!r} needs Dask: pip install 'unitnorm[scale]'") from None
         if scheduler == "processes":
-            self._cluster = distributed.LocalCluster(
-                n_workers=n_workers or os.cpu_count() or 1,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-            )
+            import dask
+
+            with dask.config.set(WORKER_ENVIRON):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=n_workers or os.cpu_count() or 1,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                )
             self.client = distributed.Client(self._cluster)
         elif isinstance(scheduler, str):
             if n_workers is not None:
@@ -787,7 +796,10 @@ def fit_corpus(
     -----
     Each channel's statistics are in the unit of the first recording (in path order)
     that has it; a recording in V and one in µV contribute the same numbers (each
-    value is converted before it is counted). ``StandardScaler``: every task returns
+    value is converted before it is counted). As for every scaler, the channels of
+    one dimension share one unit: that of the first of them in the corpus order
+    (which is the first recording's unit for each of them unless that recording
+    mixes, say, µV and mV channels). ``StandardScaler``: every task returns
     the file's count, mean and M2 per channel in float64, and the client combines
     them with Chan's formula in sorted path order. Quantile scalers: exact order
     statistics (linear interpolation, NumPy's default), found as for one recording
