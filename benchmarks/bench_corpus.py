@@ -161,15 +161,19 @@ def main(argv: list[str] | None = None) -> int:
             client.run(lambda: __import__("unitnorm.preprocessing._corpus"))
             fit_corpus(files[:1], args.method, scheduler=client)
             base = client.run(_rss_mb)
-            serial_s, dask_s = [], []
+            serial_s, dask_s, serial_cpu, worker_cpu = [], [], [], []
             serial = parallel = None
             for _ in range(args.repeats):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 serial = fit_corpus(files, args.method).scaler
                 serial_s.append(time.perf_counter() - t)
+                serial_cpu.append(time.process_time() - c)
+                before = client.run(time.process_time)
                 t = time.perf_counter()
                 parallel = fit_corpus(files, args.method, scheduler=client).scaler
                 dask_s.append(time.perf_counter() - t)
+                after = client.run(time.process_time)
+                worker_cpu.append(sum(after[w] - before[w] for w in after))
             peaks = client.run(_rss_mb)
         t = time.perf_counter()
         started = fit_corpus(files, args.method, scheduler="processes", n_workers=args.workers).scaler
@@ -186,6 +190,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{total_mb / best_dask:7.0f} MB/s"
         )
         print(f"scheduler='processes' (cluster start-up included): {with_startup:.2f} s")
+        cpu_s, cpu_w = min(serial_cpu), min(worker_cpu)
+        print(
+            f"CPU seconds: serial {cpu_s:.2f} ({cpu_s / best_serial:.2f} of a core while it ran), "
+            f"workers together {cpu_w:.2f} ({cpu_w / best_dask:.2f} cores while they ran)"
+        )
+        print(
+            f"projection for {args.workers} idle cores (CPU-bound: serial CPU / per-worker CPU): "
+            f"{cpu_s / (cpu_w / args.workers):.2f}x"
+        )
         print(f"worker malloc settings: {'Dask default' if args.dask_malloc else malloc}")
         print(
             f"speed-up serial / processes x{args.workers}: {speedup:.2f} (goal >= {GOAL_SPEEDUP}; "
