@@ -101,6 +101,13 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _uss_mb() -> float:
+    """Memory only this process holds (not the shared libraries' pages every worker maps): psutil's USS."""
+    import psutil
+
+    return psutil.Process().memory_full_info().uss / 1e6
+
+
 def _same(a: object, b: object) -> bool:
     sa = {k: np.asarray(v).tobytes() for k, (v, _) in a._stats.items() if v is not None}
     sb = {k: np.asarray(v).tobytes() for k, (v, _) in b._stats.items() if v is not None}
@@ -175,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 after = client.run(time.process_time)
                 worker_cpu.append(sum(after[w] - before[w] for w in after))
             peaks = client.run(_rss_mb)
+            uss = client.run(_uss_mb)
         t = time.perf_counter()
         started = fit_corpus(files, args.method, scheduler="processes", n_workers=args.workers).scaler
         with_startup = time.perf_counter() - t
@@ -211,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"the tasks added {peaks[addr] - base[addr]:.0f} MB"
             )
         print(f"peak memory per worker: {worst:.0f} MB (goal <= {GOAL_WORKER_MB:.0f} MB)")
+        print(
+            "memory unique to each worker after the runs (USS, without shared library pages): "
+            + ", ".join(f"{uss[a]:.0f} MB" for a in sorted(uss))
+        )
         print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         print(f"statistics bit-identical (serial, Client, 'processes'): {identical}")
         print("### Goals")
