@@ -577,3 +577,39 @@ def test_benchmark_quick_mode_runs():
     for text in ("files/s", "MB/s", "speed-up serial / processes x2", "peak memory per worker", "### Goals"):
         assert text in proc.stdout
     assert "statistics bit-identical (serial, Client, 'processes'): True" in proc.stdout
+
+
+# ---------------------------------------------------------------------------- a law
+
+
+@pytest.mark.parametrize("method", ["zscore", "robust"])
+def test_unit_of_each_file_does_not_change_the_statistics(tmp_path_factory, method):
+    """Property: a corpus gives the same statistics (in uV) whether each file is stored in uV or mV."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=8, deadline=None)
+    @given(
+        units=st.lists(st.sampled_from(["uV", "mV"]), min_size=2, max_size=3),
+        seed=st.integers(0, 2**16),
+    )
+    def law(units, seed):
+        rng = np.random.default_rng(seed)
+        digital = [_digital(rng, RATE * 2, rng.integers(-3000, 3000)) for _ in units]
+        plain, mixed = tmp_path_factory.mktemp("uv"), tmp_path_factory.mktemp("mixed")
+        for i, (unit, d) in enumerate(zip(units, digital, strict=True)):
+            write_edf(plain / f"{i}.edf", {"Cz": ("uV", d)})
+            write_edf(mixed / f"{i}.edf", {"Cz": (unit, d * 1)})  # mV: the same digits, 1000x the gain
+        a = pp.fit_corpus(plain, method).scaler
+        b = pp.fit_corpus(mixed, method).scaler
+        # mixed files hold d * 1e-4 mV = d * 0.1 uV, the plain ones d * 0.1 uV: the same values
+        scale = 1.0 if units[0] == "uV" else 1e3  # b's unit is its first file's
+        if method == "zscore":
+            np.testing.assert_allclose(b.mean_.mantissa * scale, a.mean_.mantissa, rtol=1e-12)
+            np.testing.assert_allclose(b.var_.mantissa * scale**2, a.var_.mantissa, rtol=1e-12)
+        else:
+            np.testing.assert_allclose(b.center_.mantissa * scale, a.center_.mantissa, rtol=1e-12)
+            np.testing.assert_allclose(b.scale_.mantissa * scale, a.scale_.mantissa, rtol=1e-12)
+        assert str(b.mean_.unit if method == "zscore" else b.center_.unit) == units[0]
+
+    law()
