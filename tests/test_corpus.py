@@ -613,3 +613,18 @@ def test_unit_of_each_file_does_not_change_the_statistics(tmp_path_factory, meth
         assert str(b.mean_.unit if method == "zscore" else b.center_.unit) == units[0]
 
     law()
+
+
+@pytest.mark.slow
+def test_cli_on_a_running_cluster(corpus, cluster, tmp_path, capsys):
+    from unitnorm.__main__ import main
+
+    root, _ = corpus
+    lc, _ = cluster
+    stats = tmp_path / "s.npz"
+    argv = ["stats", *_files(root), "--out", str(stats), "--method", "mad", "--channels", "union"]
+    assert main([*argv, "--scheduler", lc.scheduler_address]) == 0
+    _assert_identical(un.load(stats), pp.fit_corpus(_files(root), "mad", channels="union").scaler)
+    argv = ["normalize", *_files(root), "--out-dir", str(tmp_path / "z"), "--stats", str(stats)]
+    assert main([*argv, "--channels", "union", "--scheduler", lc.scheduler_address]) == 0
+    assert "wrote 4 Zarr stores" in capsys.readouterr().out
