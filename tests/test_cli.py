@@ -474,9 +474,12 @@ def test_overwrite_refusal_keeps_input(runs, run_main):
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
-        (["normalize", "x.edf"], r"unitnorm normalize: error: the following arguments are required: --out"),
+        (
+            ["normalize", "x.edf"],
+            r"unitnorm normalize: error: one of the arguments --out --out-dir is required",
+        ),
         (["normalize", "x.edf", "--out", "y.npz", "--method", "minmax"], r"invalid choice: 'minmax'"),
-        (["frobnicate"], r"unitnorm: error: argument \{demo,normalize\}: invalid choice: 'frobnicate'"),
+        (["frobnicate"], r"unitnorm: error: argument \{demo,normalize,stats\}: invalid choice: 'frobnicate'"),
         (["normalize", "x.edf", "--out", "y.npz", "--chunk-seconds", "soon"], r"invalid float value: 'soon'"),
     ],
 )

@@ -1,4 +1,4 @@
-"""The ``unitnorm`` command line: ``unitnorm demo`` and ``unitnorm normalize``.
+"""The ``unitnorm`` command line: ``unitnorm demo``, ``unitnorm normalize`` and ``unitnorm stats``.
 
 ``python -m unitnorm demo`` normalizes a real EEG recording bundled with the
 package, prints its per-channel statistics with units and writes a before/after
@@ -7,6 +7,12 @@ an EDF/BDF or NWB file of any size, streaming it chunk by chunk, with the
 scalers of :mod:`unitnorm.preprocessing` (``--method zscore|robust|mad|quantile``)
 or exponential moving standardization (``--method ems``); ``--save-stats`` saves
 the fitted scaler and ``--stats`` applies a saved one to another recording.
+
+Corpora: ``unitnorm stats PATHS... --out STATS`` fits a scaler over many recordings
+(files, glob patterns, folders, a BIDS root) and saves it; ``unitnorm normalize
+PATHS... --out-dir DIR [--stats STATS]`` writes one Zarr store per recording. Both
+run serially, on a local Dask cluster (``--scheduler processes --workers N``) or on a
+running one (``--scheduler tcp://HOST:PORT``), with progress over files and bytes.
 
 Bad input (a missing file, a file that is not EDF/BDF/NWB, a corrupt header, an
 unknown unit string, a channel that is not there) ends with exit status 1 and
@@ -98,6 +104,120 @@ def _format_stats(rec: Any, stats: Any, robust: Any = None) -> list[str]:
     return _table(rows)
 
 
+# ---------------------------------------------------------------------------- corpora
+
+
+def _corpus_channels(tokens: Sequence[str] | None) -> Any:
+    """``--channels intersection|union|A,B,C`` (names may also come as several words)."""
+    if tokens is None:
+        return "intersection"
+    if len(tokens) == 1 and tokens[0] in ("intersection", "union"):
+        return tokens[0]
+    return _split_channels(tokens)
+
+
+def _scheduler(args: argparse.Namespace) -> Any:
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.scheduler is None:
+        if args.workers is not None:
+            raise ValueError("--workers needs --scheduler processes")
+        return None, None
+    return args.scheduler, args.workers
+
+
+def _report_skipped(report: Any) -> None:
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}")
+
+
+def stats_command(args: argparse.Namespace) -> int:
+    """``unitnorm stats``: fit a scaler over a corpus and save it (a checkpoint ``--stats`` reads)."""
+    import unitnorm as un
+    from unitnorm import preprocessing
+
+    out = os.fspath(args.out)
+    if os.path.isdir(out):
+        raise ValueError(f"{out}: is a folder; give a file name such as {os.path.join(out, 'stats.npz')}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise ValueError(f"{out}: the output folder does not exist")
+    scheduler, workers = _scheduler(args)
+    report = preprocessing.fit_corpus(
+        args.inputs,
+        args.method or "zscore",
+        channels=_corpus_channels(args.channels),
+        on_error=args.on_error,
+        scheduler=scheduler,
+        n_workers=workers,
+        progress=None,
+    )
+    un.save(out, report.scaler)
+    _report_skipped(report)
+    print(
+        f"fitted {type(report.scaler).__name__} over {len(report.files)} recording"
+        f"{'s' if len(report.files) != 1 else ''} ({len(report.skipped)} skipped), "
+        f"{len(report.channel_names)} channels: {', '.join(report.channel_names)}"
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _normalize_corpus_command(args: argparse.Namespace) -> int:
+    """``unitnorm normalize PATHS... --out-dir DIR``: one Zarr store per recording."""
+    import unitnorm as un
+    from unitnorm import preprocessing
+
+    unused = [
+        flag
+        for flag, value in (
+            ("--save-stats", args.save_stats),
+            ("--factor-new", args.factor_new),
+            ("--init-block-size", args.init_block_size),
+            ("--eps", args.eps),
+            ("--chunk-seconds", args.chunk_seconds),
+            ("--name", args.name),
+        )
+        if value is not None
+    ]
+    if args.skip_unknown_units:
+        unused.append("--skip-unknown-units")
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: not available with --out-dir (one recording with --out)")
+    if args.method == "ems":
+        raise ValueError("--method ems adapts within each recording; use --out per recording")
+    scaler: Any = args.method or "zscore"
+    if args.stats is not None:
+        scaler = un.load(args.stats)
+        if not isinstance(
+            scaler, (preprocessing.StandardScaler, preprocessing.RobustScaler, preprocessing.QuantileScaler)
+        ):
+            raise ValueError(f"{args.stats}: holds a {type(scaler).__name__}, not a fitted scaler")
+        scaler._check_fitted("--stats")
+        saved = preprocessing._stream._method_of(scaler)
+        if args.method is not None and args.method != saved:
+            raise ValueError(
+                f"--method {args.method} does not match --stats {args.stats}, which holds {saved}"
+            )
+    scheduler, workers = _scheduler(args)
+    report = preprocessing.normalize_corpus(
+        args.inputs,
+        args.out_dir,
+        scaler,
+        channels=_corpus_channels(args.channels),
+        on_error=args.on_error,
+        scheduler=scheduler,
+        n_workers=workers,
+        progress=None,
+    )
+    _report_skipped(report)
+    print(
+        f"wrote {len(report.written)} Zarr store{'s' if len(report.written) != 1 else ''} to {args.out_dir} "
+        f"({len(report.reused)} already complete, {len(report.skipped)} skipped), "
+        f"method {preprocessing._stream._method_of(report.scaler)}"
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------- normalize
 
 
@@ -106,6 +226,13 @@ def normalize_command(args: argparse.Namespace) -> int:
     import unitnorm as un
     from unitnorm import io, preprocessing
 
+    if args.out_dir is not None:
+        return _normalize_corpus_command(args)
+    if len(args.inputs) != 1:
+        raise ValueError(f"--out takes one recording, got {len(args.inputs)}; use --out-dir DIR for several")
+    if any(k is not None for k in (args.scheduler, args.workers)) or args.on_error != "raise":
+        raise ValueError("--scheduler, --workers and --on-error apply to --out-dir")
+    args.input = args.inputs[0]
     channels = _split_channels(args.channels)
     if args.chunk_seconds is not None and not (0 < args.chunk_seconds < float("inf")):
         raise ValueError(f"--chunk-seconds must be a positive number of seconds, got {args.chunk_seconds}")
@@ -438,16 +565,26 @@ def _plot(path: str, rec: Any, raw: Any, z: Any, stats: Any) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="unitnorm", description="Units-aware normalization for JAX and recordings.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,normalize}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,normalize,stats}")
     d = sub.add_parser(
         "demo", help="normalize the bundled EEG recording; print statistics, plot before/after"
     )
     d.add_argument("--plot", default=DEMO_PLOT, help=f"where to write the PNG (default: ./{DEMO_PLOT})")
-    n = sub.add_parser("normalize", help="normalize a recording per channel into an .npz")
-    n.add_argument(
-        "input", help="an EDF/BDF, NWB or FIF file, or any format neo reads (recognized by content or name)"
+    n = sub.add_parser(
+        "normalize",
+        help="normalize a recording per channel into an .npz, or a corpus into Zarr stores (--out-dir)",
     )
-    n.add_argument("--out", required=True, help="the .npz to write (atomically)")
+    n.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="PATH",
+        help="an EDF/BDF, NWB or FIF file, or any format neo reads; with --out-dir, files, glob "
+        "patterns, folders or a BIDS root",
+    )
+    where = n.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="the .npz to write (atomically), for one recording")
+    where.add_argument("--out-dir", metavar="DIR", help="write DIR/<file stem>.zarr for every recording")
+    _corpus_options(n)
     n.add_argument(
         "--method",
         choices=["zscore", "robust", "mad", "quantile", "ems"],
@@ -468,7 +605,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     n.add_argument("--eps", metavar="EPS", help="ems: floor of the std, with a unit, e.g. 1e-4uV")
     n.add_argument(
-        "--channels", nargs="+", metavar="NAME", help="channels to keep (names, or comma-separated)"
+        "--channels",
+        nargs="+",
+        metavar="NAME",
+        help="channels to keep (names, or comma-separated); with --out-dir also intersection or union",
     )
     n.add_argument("--chunk-seconds", type=float, metavar="S", help="seconds of samples read at a time")
     n.add_argument("--name", help="NWB: the TimeSeries to read; neo: the signal (segment/name when several)")
@@ -477,7 +617,38 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="EDF/BDF: leave out channels whose unit unitnorm does not know (one warning names them)",
     )
+    t = sub.add_parser("stats", help="fit statistics over a corpus of recordings; save them for --stats")
+    t.add_argument("inputs", nargs="+", metavar="PATH", help="files, glob patterns, folders or a BIDS root")
+    t.add_argument("--out", required=True, metavar="STATS", help="the fitted scaler (a unitnorm checkpoint)")
+    t.add_argument(
+        "--method",
+        choices=["zscore", "robust", "mad", "quantile"],
+        default=None,
+        help="zscore (default), robust, mad or quantile, as for normalize",
+    )
+    t.add_argument(
+        "--channels",
+        nargs="+",
+        metavar="NAME",
+        help="intersection (default: the channels every recording has), union, or names A,B,C",
+    )
+    _corpus_options(t)
     return parser
+
+
+def _corpus_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="a recording that cannot be read: stop (default, before writing anything) or skip it",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="processes|ADDRESS",
+        help="run the per-file tasks on a local Dask cluster (processes) or a running one (tcp://HOST:PORT)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes for --scheduler processes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -495,7 +666,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            status = demo(args.plot) if command else normalize_command(args)
+            if command:
+                status = demo(args.plot)
+            elif args.command == "stats":
+                status = stats_command(args)
+            else:
+                status = normalize_command(args)
     except KeyboardInterrupt:
         print("unitnorm: interrupted", file=sys.stderr)
         return 130
@@ -503,7 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("unitnorm: terminated (SIGTERM); no output was written", file=sys.stderr)
         return 143
     except Exception as err:  # one line, never a traceback: the files are data from strangers
-        print(f"unitnorm: error: {_one_line(err, getattr(args, 'input', None))}", file=sys.stderr)
+        inputs = getattr(args, "inputs", None) or [None]
+        print(f"unitnorm: error: {_one_line(err, inputs[0] if len(inputs) == 1 else None)}", file=sys.stderr)
         return 1
     finally:
         if previous is not None:

@@ -12,6 +12,9 @@ when it is missing (``pip install 'unitnorm[io]'``).
   units, and ``Recording.to_xarray()`` makes an ``xarray.DataArray`` with units in its attributes.
 - :func:`write_npz` writes an array or a Recording (streamed chunk by chunk) to an
   ``.npz`` file atomically; :func:`load_normalized` reads a normalized one back.
+- :func:`write_zarr` writes one to a chunked, compressed Zarr store atomically (for
+  corpora and large outputs); :func:`read_zarr` reads it back as a Recording, with the
+  statistics of its attributes as Quantities (needs ``pip install 'unitnorm[scale]'``).
 
 ``unitnorm.io`` knows nothing of normalization: the streaming statistics
 (``channel_stats``, ``robust_stats``, ``normalize_recording``,
@@ -32,6 +35,7 @@ from unitnorm.io._recording import Recording, RecordingWarning
 from unitnorm.io._sniff import read_recording
 from unitnorm.io._stream import load_normalized, write_npz
 from unitnorm.io._units_parse import parse_unit
+from unitnorm.io._zarr import read_zarr, write_zarr
 
 __all__ = [
     "Recording",
@@ -46,8 +50,10 @@ __all__ = [
     "read_neo",
     "read_nwb",
     "read_recording",
+    "read_zarr",
     "to_mne",
     "write_npz",
+    "write_zarr",
 ]
 
 _MOVED = (

@@ -10,8 +10,12 @@
   (Schirrmeister et al. 2017, as in Braindecode), with ``eps`` in units.
 - Streaming statistics of recordings larger than memory: :func:`channel_stats`,
   :func:`robust_stats`, :func:`normalize_recording`, :func:`write_normalized`.
+- Corpora (many recordings, one set of statistics): :func:`fit_corpus`,
+  :func:`normalize_corpus` (one Zarr store per recording) and :func:`find_recordings`;
+  per-file tasks run here, on a local Dask cluster or on yours (``unitnorm[scale]``).
 """
 
+from unitnorm.preprocessing._corpus import CorpusReport, find_recordings, fit_corpus, normalize_corpus
 from unitnorm.preprocessing._ems import ExponentialMovingStandardizer, exponential_moving_standardize
 from unitnorm.preprocessing._layer import ScalerLayer
 from unitnorm.preprocessing._scalers import NotFittedError, QuantileScaler, RobustScaler, StandardScaler
@@ -27,6 +31,7 @@ from unitnorm.preprocessing._stream import (
 
 __all__ = [
     "ChannelStats",
+    "CorpusReport",
     "ExponentialMovingStandardizer",
     "NotFittedError",
     "QuantileScaler",
@@ -36,6 +41,9 @@ __all__ = [
     "StandardScaler",
     "channel_stats",
     "exponential_moving_standardize",
+    "find_recordings",
+    "fit_corpus",
+    "normalize_corpus",
     "normalize_recording",
     "robust_stats",
     "scaler_for",

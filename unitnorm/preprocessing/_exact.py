@@ -26,7 +26,17 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["CountTable", "interpolate", "needed_ranks", "select_sorted", "select_streamed"]
+__all__ = [
+    "CountTable",
+    "Ranges",
+    "interpolate",
+    "merge_window_results",
+    "needed_ranks",
+    "select_passes",
+    "select_sorted",
+    "select_streamed",
+    "window_pass",
+]
 
 #: Bins per histogram pass of :func:`select_streamed`.
 BINS = 4096
@@ -146,6 +156,80 @@ class _Window:
         return v[keep]
 
 
+class Ranges:
+    """First-pass summary per slot: counts of non-NaN, NaN, -inf and +inf values, and the finite range.
+
+    Summaries of disjoint parts (chunks, files) combine exactly and in any order with
+    :meth:`merge` (integer sums, minima and maxima), so a corpus can be summarized file
+    by file on different machines.
+    """
+
+    def __init__(self, n_slots: int):
+        self.count = np.zeros(n_slots, dtype=np.int64)
+        self.nan = np.zeros(n_slots, dtype=np.int64)
+        self.neg = np.zeros(n_slots, dtype=np.int64)
+        self.pos = np.zeros(n_slots, dtype=np.int64)
+        self.lo = np.full(n_slots, np.inf)
+        self.hi = np.full(n_slots, -np.inf)
+
+    def add(self, chunk: Sequence[np.ndarray]) -> None:
+        """Add one chunk: one 1-D float64 array of values per slot."""
+        for s, v in enumerate(chunk):
+            isnan = np.isnan(v)
+            n_nan = int(isnan.sum())
+            self.nan[s] += n_nan
+            self.count[s] += v.size - n_nan
+            finite = v[np.isfinite(v)]
+            self.neg[s] += int(np.sum(v == -np.inf))
+            self.pos[s] += int(np.sum(v == np.inf))
+            if finite.size:
+                self.lo[s] = min(self.lo[s], float(finite.min()))
+                self.hi[s] = max(self.hi[s], float(finite.max()))
+
+    def merge(self, other: Ranges) -> Ranges:
+        """Return the summary of both parts (exact, the same in any order)."""
+        out = Ranges(0)
+        out.count, out.nan = self.count + other.count, self.nan + other.nan
+        out.neg, out.pos = self.neg + other.neg, self.pos + other.pos
+        out.lo, out.hi = np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi)
+        return out
+
+
+def window_pass(
+    chunks: Iterable[Sequence[np.ndarray]], small: Sequence[_Window], large: Sequence[_Window]
+) -> tuple[list[CountTable], list[np.ndarray]]:
+    """One pass over ``chunks``: a value table of each ``small`` window, a histogram of each ``large`` one.
+
+    The results of disjoint parts combine exactly with :func:`merge_window_results`.
+    """
+    tables = [CountTable(1) for _ in small]
+    hists = [np.zeros(BINS, dtype=np.int64) for _ in large]
+    for chunk in chunks:
+        for w, table in zip(small, tables, strict=True):
+            table.add([w.members(chunk[w.slot])])
+        for w, hist in zip(large, hists, strict=True):
+            hist += np.bincount(_index(w.members(chunk[w.slot]), w.lo, w.hi), minlength=BINS)
+    return tables, hists
+
+
+def merge_window_results(
+    a: tuple[list[CountTable], list[np.ndarray]], b: tuple[list[CountTable], list[np.ndarray]]
+) -> tuple[list[CountTable], list[np.ndarray]]:
+    """Combine two :func:`window_pass` results of disjoint parts (exact, the same in any order)."""
+    tables = []
+    for ta, tb in zip(a[0], b[0], strict=True):
+        out = CountTable(1)
+        if ta.values[0].size == 0 or tb.values[0].size == 0:
+            keep = ta if tb.values[0].size == 0 else tb
+            out.values, out.counts = [keep.values[0]], [keep.counts[0]]
+        else:
+            v, c = _merge_sorted(ta.values[0], ta.counts[0], tb.values[0], tb.counts[0])
+            out.values, out.counts = [v], [c]
+        out.nan = ta.nan + tb.nan
+        tables.append(out)
+    return tables, [ha + hb for ha, hb in zip(a[1], b[1], strict=True)]
+
+
 def select_streamed(
     chunks: Callable[[], Iterable[Sequence[np.ndarray]]],
     n_slots: int,
@@ -172,23 +256,25 @@ def select_streamed(
     count, nan : ndarray
         Per slot, the number of non-NaN values and of NaNs.
     """
-    count = np.zeros(n_slots, dtype=np.int64)
-    nan = np.zeros(n_slots, dtype=np.int64)
-    neg = np.zeros(n_slots, dtype=np.int64)
-    pos = np.zeros(n_slots, dtype=np.int64)
-    lo = np.full(n_slots, np.inf)
-    hi = np.full(n_slots, -np.inf)
+    ranges = Ranges(n_slots)
     for chunk in chunks():
-        for s, v in enumerate(chunk):
-            isnan = np.isnan(v)
-            nan[s] += int(isnan.sum())
-            count[s] += v.size - int(isnan.sum())
-            finite = v[np.isfinite(v)]
-            neg[s] += int(np.sum(v == -np.inf))
-            pos[s] += int(np.sum(v == np.inf))
-            if finite.size:
-                lo[s] = min(lo[s], float(finite.min()))
-                hi[s] = max(hi[s], float(finite.max()))
+        ranges.add(chunk)
+    return select_passes(ranges, lambda small, large: window_pass(chunks(), small, large), ranks_for, omit)
+
+
+def select_passes(
+    ranges: Ranges,
+    run_pass: Callable[[list[_Window], list[_Window]], tuple[list[CountTable], list[np.ndarray]]],
+    ranks_for: Callable[[int], Sequence[int]],
+    omit: bool,
+) -> tuple[list[dict[int, float]], np.ndarray, np.ndarray]:
+    """Run the selection of :func:`select_streamed` from a first-pass summary and a way to run window passes.
+
+    ``run_pass(small, large)`` returns what :func:`window_pass` returns over all the data
+    (for a corpus: the per-file results combined with :func:`merge_window_results`).
+    """
+    count, nan, neg, pos, lo, hi = ranges.count, ranges.nan, ranges.neg, ranges.pos, ranges.lo, ranges.hi
+    n_slots = len(count)
     picked: list[dict[int, float]] = [{} for _ in range(n_slots)]
     open_windows: list[_Window] = []
     for s in range(n_slots):
@@ -209,13 +295,7 @@ def select_streamed(
     while open_windows:
         small = [w for w in open_windows if w.count <= COLLECT_LIMIT or depth >= MAX_DEPTH or not w.hi > w.lo]
         large = [w for w in open_windows if w not in small]
-        tables = [CountTable(1) for _ in small]
-        hists = [np.zeros(BINS, dtype=np.int64) for _ in large]
-        for chunk in chunks():
-            for w, table in zip(small, tables, strict=True):
-                table.add([w.members(chunk[w.slot])])
-            for w, hist in zip(large, hists, strict=True):
-                hist += np.bincount(_index(w.members(chunk[w.slot]), w.lo, w.hi), minlength=BINS)
+        tables, hists = run_pass(small, large)
         for w, table in zip(small, tables, strict=True):
             ranks = np.array(sorted(w.ranks), dtype=np.int64)
             got = select_sorted(table.values[0], table.counts[0], ranks - w.offset)

@@ -584,7 +584,9 @@ def _block_moments(v: np.ndarray, omit: bool) -> tuple[int, float, float]:
         n, w = v.size, v
     mean = float(w.mean()) if n else 0.0
     d = w - mean
-    return n, mean, float(d @ d)
+    # NumPy's pairwise sum, not a BLAS dot: a multi-threaded BLAS splits the sum by its thread
+    # count, and a Dask worker (one BLAS thread) would then differ in the last bits from this process
+    return n, mean, float(np.square(d, out=d).sum())
 
 
 class StandardScaler(_Scaler):
