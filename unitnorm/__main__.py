@@ -149,7 +149,7 @@ def stats_command(args: argparse.Namespace) -> int:
         on_error=args.on_error,
         scheduler=scheduler,
         n_workers=workers,
-        progress=None,
+        progress=args.progress,
     )
     un.save(out, report.scaler)
     _report_skipped(report)
@@ -207,7 +207,7 @@ def _normalize_corpus_command(args: argparse.Namespace) -> int:
         on_error=args.on_error,
         scheduler=scheduler,
         n_workers=workers,
-        progress=None,
+        progress=args.progress,
     )
     _report_skipped(report)
     print(
@@ -278,7 +278,9 @@ def normalize_command(args: argparse.Namespace) -> int:
     if ems:
         _write_ems(rec, out, args, step)
     else:
-        scaler = preprocessing.write_normalized(rec, out, method, scaler=scaler, chunk_samples=step)
+        scaler = preprocessing.write_normalized(
+            rec, out, method, scaler=scaler, chunk_samples=step, progress=args.progress
+        )
         if args.save_stats is not None:
             un.save(args.save_stats, scaler)
         # the table comes from the fitted statistics, not from reading the (large) output back
@@ -333,7 +335,7 @@ def _write_ems(rec: Any, out: str, args: argparse.Namespace, step: int | None) -
         "factor_new": np.array(float(kwargs.get("factor_new", 1e-3))),
         "eps": np.array(str(eps)),
     }
-    io.write_npz(out, lazy, fields, chunk_samples=source.step)
+    io.write_npz(out, lazy, fields, chunk_samples=source.step, progress=args.progress)
 
 
 def _unitless(rec: Any) -> list[Any]:
@@ -649,6 +651,12 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
         help="run the per-file tasks on a local Dask cluster (processes) or a running one (tcp://HOST:PORT)",
     )
     p.add_argument("--workers", type=int, metavar="N", help="worker processes for --scheduler processes")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar (default: on a terminal; otherwise one line every 10 s on stderr)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,10 +51,34 @@ def chunk_size(rec: Recording, chunk_seconds: float | None, chunk_samples: int |
     return max(1, DEFAULT_CHUNK_VALUES // max(1, rec.n_channels))
 
 
+PROGRESS_SECONDS = 10.0  # a progress line this often when stderr is not a terminal
+
+
+def input_bytes(rec: Recording) -> int:
+    """Size of the recording's file when it has one (what MB/s is measured in), else its float64 size."""
+    path = getattr(rec, "_description", None)
+    if isinstance(path, (str, os.PathLike)) and os.path.isfile(path):
+        return os.path.getsize(path)
+    return 8 * rec.n_samples * rec.n_channels
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 @contextlib.contextmanager
-def progress_bar(total: int, desc: str, progress: bool | None) -> Iterator[Callable[[int], Any]]:
-    """Yield ``update(n)``: a tqdm bar on a terminal (``progress=None``), always (True) or never (False)."""
-    show = sys.stderr.isatty() if progress is None else bool(progress)
+def progress_bar(
+    total: int, desc: str, progress: bool | None, nbytes: int | None = None
+) -> Iterator[Callable[[int], Any]]:
+    """Yield ``update(n)`` counting ``total`` samples.
+
+    ``progress=True``: a tqdm bar; ``False``: nothing; ``None`` (default): a tqdm bar on a
+    terminal, else (batch jobs, ``nohup`` logs) one line every ``PROGRESS_SECONDS`` on stderr
+    with the percentage, the throughput in MB/s of ``nbytes`` (the input's size) and the time left.
+    """
+    tty = sys.stderr.isatty()
+    show = tty if progress is None else bool(progress)
     if show:
         try:
             from tqdm.auto import tqdm
@@ -62,14 +86,40 @@ def progress_bar(total: int, desc: str, progress: bool | None) -> Iterator[Calla
             if progress:
                 raise ImportError("progress=True needs tqdm: pip install 'unitnorm[io]'") from None
             show = False
-    if not show:
+    if show:
+        bar = tqdm(total=total, desc=desc, unit="sample", unit_scale=True, leave=False, file=sys.stderr)
+        try:
+            yield bar.update
+        finally:
+            bar.close()
+        return
+    if progress is False or tty or total <= 0:
         yield lambda n: None
         return
-    bar = tqdm(total=total, desc=desc, unit="sample", unit_scale=True, leave=False, file=sys.stderr)
-    try:
-        yield bar.update
-    finally:
-        bar.close()
+    import time
+
+    per_sample = (nbytes or 0) / total
+    start = last = time.monotonic()
+    done = 0
+
+    def update(n: int) -> None:
+        nonlocal done, last
+        done += n
+        now = time.monotonic()
+        if now - last < PROGRESS_SECONDS:
+            return
+        last = now
+        rate = done / max(now - start, 1e-9)
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        speed = f", {per_sample * rate / 1e6:.1f} MB/s" if per_sample else ""
+        print(
+            f"unitnorm: {desc}: {100 * done / total:.0f}% ({done}/{total} samples{speed}, "
+            f"ETA {_clock(eta) if math.isfinite(eta) else '?'})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    yield update
 
 
 def write_npz(
@@ -145,7 +195,7 @@ def write_npz(
 
 
 def _recording_blocks(rec: Recording, step: int, progress: bool | None) -> Iterator[np.ndarray]:
-    with rec._reader() as read, progress_bar(rec.n_samples, "writing", progress) as update:
+    with rec._reader() as read, progress_bar(rec.n_samples, "writing", progress, input_bytes(rec)) as update:
         for start in range(0, rec.n_samples, step):
             block = read(start, min(rec.n_samples, start + step))
             update(block.shape[0])

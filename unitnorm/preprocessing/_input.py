@@ -13,7 +13,7 @@ import numpy as np
 
 from unitnorm import _units
 from unitnorm.io._recording import Recording, factor
-from unitnorm.io._stream import chunk_size, progress_bar
+from unitnorm.io._stream import chunk_size, input_bytes, progress_bar
 
 __all__ = ["Layout", "Source", "layout_for", "read_input"]
 
@@ -67,7 +67,8 @@ class Source:
         elif self.kind == "recording":
             rec = self.value
             step = chunk_size(rec, None, chunk_samples)
-            with rec._reader() as read, progress_bar(rec.n_samples, "statistics", progress) as update:
+            nbytes = input_bytes(rec)
+            with rec._reader() as read, progress_bar(rec.n_samples, "statistics", progress, nbytes) as update:
                 for start in range(0, rec.n_samples, step):
                     block = read(start, min(rec.n_samples, start + step))
                     update(block.shape[0])

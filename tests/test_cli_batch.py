@@ -1,6 +1,7 @@
-"""The command line stopped by a batch scheduler: SIGTERM leaves no partial output behind."""
+"""The command line in batch jobs: SIGTERM leaves no partial output, memory is bounded, progress is logged."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,16 @@ def test_sigterm_removes_the_temporary_output_and_exits_143(tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "unitnorm", "normalize", str(src), "--out", str(out_dir / "z.npz")],
+        [
+            sys.executable,
+            "-m",
+            "unitnorm",
+            "normalize",
+            str(src),
+            "--out",
+            str(out_dir / "z.npz"),
+            "--no-progress",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -90,3 +100,24 @@ def test_normalize_memory_is_bounded_by_the_chunk_not_the_file(tmp_path, method,
     assert peak - baseline < allowance, (
         f"peak non-file-backed memory {peak:.0f} MiB, interpreter alone {baseline:.0f} MiB"
     )
+
+
+def test_progress_lines_when_not_on_a_terminal(tmp_path, monkeypatch, capsys):
+    """Without a terminal (batch jobs, nohup logs) the run logs percent, MB/s and the time left."""
+    from unitnorm.__main__ import main
+    from unitnorm.io import _stream
+
+    src = tmp_path / "short.edf"
+    write_edf(src, n_channels=4, seconds=120)
+    monkeypatch.setattr(_stream, "PROGRESS_SECONDS", 0.0)  # a line at every chunk instead of every 10 s
+    assert not sys.stderr.isatty()
+    argv = ["normalize", str(src), "--out", str(tmp_path / "z.npz"), "--chunk-seconds", "30"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().err.splitlines()
+    pattern = r"unitnorm: (statistics|writing): \d+% \(\d+/30720 samples, [\d.]+ MB/s, ETA \d+:\d\d:\d\d\)"
+    assert lines and all(re.fullmatch(pattern, line) for line in lines), lines
+    assert {line.split(":")[1].strip() for line in lines} == {"statistics", "writing"}
+    assert any("100% (30720/30720" in line for line in lines)
+    # --no-progress: nothing on stderr
+    assert main([*argv[:3], str(tmp_path / "y.npz"), *argv[4:], "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
