@@ -364,6 +364,7 @@ def test_benchmark_smoke(monkeypatch):
         "numpy pyedflib",
         "unitnorm channel_stats",
         "unitnorm write_normalized",
+        "mne zscore + write",
     ]
     for r in rows:
         assert r["mb_per_s"] > 0 and r["input_mb"] == pytest.approx(3 * 20 * 256 * 2 / 1e6, abs=1e-3)
