@@ -294,7 +294,7 @@ class _BatchNorm(Module):
             bias = _mantissa_in(weight["bias"], out_unit)
             if bias is None or not isinstance(scale, jax.Array) or _restore_kind(out_unit) == "scaled":
                 return _SLOW
-        y, new_mean, new_var = self._step(
+        y, new_mean, new_var, _ = self._step(
             m, rm, rv, scale, bias, None, eps, training, raxes, faxes, out_dtype
         )
         if self.track_running_stats and training:
@@ -315,7 +315,7 @@ class _BatchNorm(Module):
         raxes: tuple[int, ...],
         faxes: tuple[int, ...],
         out_dtype: Any,
-    ) -> tuple[Any, Any, Any]:
+    ) -> tuple[Any, Any, Any, Any]:
         """Run the jitted batch-norm core with this layer's configuration (both call paths)."""
         momentum = self.momentum
         if momentum is None and self.track_running_stats:
@@ -404,7 +404,7 @@ class _BatchNorm(Module):
                 f"{who}: cannot compute batch statistics of an empty input of shape {tuple(m.shape)}"
             )
         if use_batch:
-            functional.check_batch_size(m.shape, raxes, who)
+            functional.check_batch_size(m.shape, raxes, who, self.axis_name, self.axis_index_groups)
 
         rm = rv = None
         if self.track_running_stats:
@@ -416,12 +416,16 @@ class _BatchNorm(Module):
             scale, out_unit = _units.split(self.weight.value["scale"])
             bias = _units.to_mantissa(self.weight.value["bias"], out_unit, what="bias", expected=who)
         out_dtype = functional.output_dtype(m.dtype, self.dtype)
-        y, new_mean, new_var = self._step(
+        y, new_mean, new_var, count = self._step(
             m, rm, rv, scale, bias, mask, eps, training, raxes, faxes, out_dtype
         )
+        functional.check_batch_counts(count, who)
         if self.track_running_stats and training:
-            # features with no counted value (or, traced under 'raise', a non-finite one) keep their stats
-            ok = functional.update_allowed(m, mask, raxes, policy, self.axis_name, self.axis_index_groups)
+            # features with fewer than 2 counted values (or, traced under 'raise', a non-finite one)
+            # keep their stats
+            ok = functional.update_allowed(
+                m, mask, raxes, policy, self.axis_name, self.axis_index_groups, count
+            )
             if ok is not None:
                 new_mean, new_var = jnp.where(ok, new_mean, rm), jnp.where(ok, new_var, rv)
         # every check passed and the math ran: now, and only now, write state
