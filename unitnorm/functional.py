@@ -293,17 +293,42 @@ def normalize_mantissa(
     feature_axes: tuple[int, ...],
     out_dtype: Any,
 ) -> jax.Array:
-    """``(m - mean) / sqrt(var + epsilon) * scale + bias`` on bare arrays."""
-    cdt = jnp.promote_types(stats_dtype(m.dtype), mean.dtype)
-    mean = jnp.expand_dims(mean, reduction_axes)
-    inv = lax.rsqrt(jnp.expand_dims(var, reduction_axes) + epsilon)
+    """``(m - mean) / sqrt(var + epsilon) * scale + bias`` on bare arrays.
+
+    Every mixed-dtype step casts explicitly to the dtype jax would promote to,
+    and every broadcast is explicit, so it runs under jax's strict promotion
+    modes with the results of the default ones.
+    """
+    cdt = wider(m.dtype, mean.dtype)
+    mean = jnp.expand_dims(mean, reduction_axes).astype(cdt)
+    var = jnp.expand_dims(var, reduction_axes)
+    inv = lax.rsqrt(var + _cast(epsilon, var.dtype))
     fshape = tuple(m.shape[a] if a in feature_axes else 1 for a in range(m.ndim))
     if scale is not None:
-        inv = inv * (scale if scale.ndim == 0 else scale.reshape(fshape))
-    y = (m.astype(cdt) - mean) * inv
+        inv, scale = _promoted(inv, _per_feature(scale, fshape))
+        inv = inv * scale
+    centred, inv = _promoted(m.astype(cdt) - mean, inv)
+    y = centred * inv
     if bias is not None:
-        y = y + (bias if bias.ndim == 0 else bias.reshape(fshape))
+        y, bias = _promoted(y, _per_feature(bias, fshape))
+        y = y + bias
     return y.astype(out_dtype)
+
+
+def _cast(v: Any, dtype: Any) -> jax.Array:
+    """``v`` (an array or a Python number) as an array of ``dtype``."""
+    return jnp.asarray(v).astype(dtype)
+
+
+def _per_feature(v: jax.Array, fshape: tuple[int, ...]) -> jax.Array:
+    """Reshape a scale or bias to broadcast along the feature axes (a scalar stays one)."""
+    return v if v.ndim == 0 else v.reshape(fshape)
+
+
+def _promoted(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """Cast arrays of float32-or-wider kinds to the one dtype jax's default promotion would give."""
+    dtype = functools.reduce(wider, (a.dtype for a in arrays))
+    return tuple(a.astype(dtype) for a in arrays)
 
 
 # ----------------------------------------------------------------------------
@@ -593,19 +618,23 @@ def _batch_normalizer(
         m, scale, bias, mask, epsilon = primals
         dm, dscale, dbias, _, deps = tangents
         y, mean, var, count = forward(m, scale, bias, mask, epsilon)
-        cdt = jnp.promote_types(stats_dtype(m.dtype), mean.dtype)
+        # one dtype for the whole derivative (explicit casts: strict promotion mode)
+        dtypes = [m.dtype, mean.dtype] + [v.dtype for v in (scale, bias) if v is not None]
+        cdt = functools.reduce(wider, dtypes)
         fshape = tuple(m.shape[a] if a in faxes else 1 for a in range(m.ndim))
 
         def per_feature(v: Any) -> Any:
-            return v if v.ndim == 0 else v.reshape(fshape)
+            return _per_feature(v, fshape).astype(cdt)
 
         def counted_sum(v: jax.Array) -> jax.Array:
-            return jnp.sum(v if mask is None else jnp.where(mask, v, 0), axis=raxes, keepdims=True)
+            counted = v if mask is None else jnp.where(mask, v, jnp.zeros((), cdt))
+            return jnp.sum(counted, axis=raxes, keepdims=True)
 
         x, dx = m.astype(cdt), dm.astype(cdt)
-        mb = jnp.expand_dims(mean, raxes)
-        inv = lax.rsqrt(jnp.expand_dims(var, raxes) + epsilon)
-        n = jnp.maximum(jnp.expand_dims(jnp.broadcast_to(count, mean.shape), raxes), 1)
+        mb = jnp.expand_dims(mean, raxes).astype(cdt)
+        inv = lax.rsqrt(jnp.expand_dims(var, raxes).astype(cdt) + _cast(epsilon, cdt))
+        deps = _cast(deps, cdt)
+        n = jnp.maximum(jnp.expand_dims(jnp.broadcast_to(count, mean.shape), raxes), 1).astype(cdt)
         # d mean = sum(dx)/n and d var = 2 sum((x - mean) dx)/n over the counted elements (the
         # shift of the one-pass variance cancels). `x - mean`, `-(mean - x)` and `x + (-mean)` are
         # bit-identical, written apart so that XLA fuses each full-size use into its own consumer;
@@ -687,8 +716,12 @@ def batch_norm_mantissa(
         y = normalize_mantissa(m, mean, var, scale, bias, epsilon, reduction_axes, feature_axes, out_dtype)
     if training and has_running:
         batch_mean, batch_var = lax.stop_gradient(mean), lax.stop_gradient(var)
-        running_mean = momentum * running_mean + (1 - momentum) * batch_mean
-        running_var = momentum * running_var + (1 - momentum) * batch_var
+        running_mean, batch_mean = _promoted(running_mean, batch_mean)
+        running_var, batch_var = _promoted(running_var, batch_var)
+        w = _cast(momentum, running_mean.dtype)
+        running_mean = w * running_mean + (1 - w) * batch_mean
+        w = _cast(momentum, running_var.dtype)
+        running_var = w * running_var + (1 - w) * batch_var
     return y, running_mean, running_var, count
 
 
@@ -843,8 +876,13 @@ def batch_norm(
         return y, None, None
     ok = update_allowed(m, mask, raxes, nan_policy, axis_name, axis_index_groups, count) if training else None
     if ok is not None:
-        new_mean, new_var = jnp.where(ok, new_mean, rm), jnp.where(ok, new_var, rv)
+        new_mean, new_var = keep_where_not(ok, new_mean, rm), keep_where_not(ok, new_var, rv)
     return y, _units.restore(new_mean, ref), _units.restore(new_var, ref**2)
+
+
+def keep_where_not(ok: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
+    """Take ``new`` where ``ok``, else ``old`` (cast to ``new``'s dtype: no implicit promotion)."""
+    return jnp.where(ok, new, old.astype(new.dtype))
 
 
 def _hashable_groups(groups: Any) -> Any:
@@ -1488,7 +1526,7 @@ def _weight_standardization_mantissa(
 ) -> jax.Array:
     mean, var = moments(m, reduction_axes, use_fast_variance=False)
     fan_in = math.prod(m.shape[a] for a in reduction_axes)
-    denom = jnp.maximum(var * fan_in, eps)
+    denom = jnp.maximum(var * fan_in, _cast(eps, var.dtype))
     return normalize_mantissa(m, mean, denom, gain, None, 0.0, reduction_axes, (out_axis,), out_dtype)
 
 

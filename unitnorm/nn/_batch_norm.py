@@ -427,7 +427,8 @@ class _BatchNorm(Module):
                 m, mask, raxes, policy, self.axis_name, self.axis_index_groups, count
             )
             if ok is not None:
-                new_mean, new_var = jnp.where(ok, new_mean, rm), jnp.where(ok, new_var, rv)
+                new_mean = functional.keep_where_not(ok, new_mean, rm)
+                new_var = functional.keep_where_not(ok, new_var, rv)
         # every check passed and the math ran: now, and only now, write state
         if self.track_running_stats and training:
             self._write_running(_units.restore(new_mean, ref), _units.restore(new_var, ref**2))
