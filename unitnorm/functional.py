@@ -363,7 +363,9 @@ def compute_stats(
         deviations (two passes).
     axis_name : str or tuple of str, optional
         Combine the statistics across this mapped axis (``pmap``, ``vmap``,
-        ``shard_map``), weighting each device by its number of valid samples.
+        ``shard_map``; a tuple may mix them), weighting each device by its
+        number of valid samples. The one-pass path does it with one ``psum``
+        of every device's count, mean and M2, merged in device order.
     axis_index_groups : sequence of sequence of int, optional
         Combine only within these groups of devices.
     dtype : dtype, optional
@@ -810,6 +812,18 @@ def batch_norm(
     The variance is the biased one (divided by the number of samples), in the
     running statistics and in the normalization, like flax and brainstate.
 
+    Batch statistics need more than one value per feature, counted over all
+    devices of ``axis_name`` (one sample per device is fine on several
+    devices). Without a mask that count is static and a count of 1 raises
+    ``ValueError``. With a mask or ``nan_policy='omit'`` a concrete count of 1
+    raises ``ValueError``; a traced one (inside ``jax.jit``) is reported by a
+    ``jax.experimental.checkify.debug_check`` under ``checkify.checkify``, and
+    the feature keeps its running statistics, as one with no counted value does.
+
+    Every dtype step is an explicit cast and every broadcast explicit, so the
+    function runs under ``jax.numpy_dtype_promotion("strict")`` and
+    ``jax.numpy_rank_promotion("raise")``.
+
     Examples
     --------
     >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
@@ -820,6 +834,14 @@ def batch_norm(
     mV mV^2 [[-1.0], [1.0]]
     >>> print(round(float(mean.mantissa[0]), 2), round(float(var.mantissa[0]), 1))
     200.0 100000.9
+
+    One sample per device is a batch of four across a mapped axis of size four:
+
+    >>> import jax
+    >>> step = lambda xi: un.functional.batch_norm(xi, None, None, training=True, axis_name="b")[0]
+    >>> y = jax.vmap(step, axis_name="b")(jnp.arange(4.).reshape(4, 1))
+    >>> [round(v, 4) for v in y[:, 0].tolist()]
+    [-1.3416, -0.4472, 0.4472, 1.3416]
     """
     m, xunit = _units.split(x)
     check_numeric(m, "batch_norm")

@@ -465,7 +465,9 @@ _COMMON_DOC = """
         Anything :func:`unitnorm.init.resolve` accepts. ``scale`` sets the
         output unit; ``bias`` must be convertible to it.
     axis_name : str or sequence of str, optional
-        Combine batch statistics across this mapped axis.
+        Combine batch statistics across this mapped axis (or these axes, a
+        ``vmap`` axis among them). The batch-of-one rule then counts the
+        values of all devices combined.
     axis_index_groups : sequence of sequence of int, optional
         Combine only within these device groups.
     use_fast_variance : bool, default True
@@ -507,7 +509,7 @@ _COMMON_DOC = """
         that does not fit, a non-finite value under ``nan_policy='raise'``, or
         batch statistics that would come from a single value per feature (a
         batch of one in training mode, as in PyTorch; brainstate and flax
-        silently return zeros).
+        silently return zeros), counted over all devices of ``axis_name``.
     brainunit.UnitMismatchError
         For scale and bias of different dimensions (at construction), an input
         of another dimension than the reference unit, or an epsilon that is not
@@ -527,6 +529,18 @@ _COMMON_DOC = """
 
     The layer starts in training mode; ``training=`` on a call overrides the
     mode set by :meth:`train` / :meth:`eval` for that call.
+
+    **A batch of one.** Batch statistics need more than one value per feature,
+    counted after the reduction across ``axis_name``: one sample on each of
+    four devices is a batch of four. Without a mask the count is static (the
+    values on this device times the number of devices combined, or the group
+    size) and a count of 1 is a ``ValueError`` before anything runs. With a mask
+    or ``nan_policy='omit'`` it is known only once the data are: a concrete
+    count of 1 is a ``ValueError`` (no State written); inside ``jax.jit`` (or
+    any trace) it cannot raise, so a ``jax.experimental.checkify.debug_check``
+    reports it when the step is wrapped with ``checkify.checkify``, and such a
+    feature, like one with no counted value, keeps its running statistics (its
+    output is ``bias``, as the centred value is 0).
 """
 
 
