@@ -212,7 +212,8 @@ def test_layers_under_vmap_with_axis_name(mode, name):
 # functional
 
 
-def functional_calls(dtype, unit, fast, masked):
+def functional_calls(dtype, unit, fast, masked, part):
+    """Batch statistics (part 0) or the per-sample norms and weight standardization (part 1)."""
     x = data((6, 4), dtype)
     xin = x if unit is None else x * unit
     mask = mask_for(x.shape) if masked else None
@@ -222,7 +223,7 @@ def functional_calls(dtype, unit, fast, masked):
     rv = jnp.ones(4) if unit is None else jnp.ones(4) * unit**2
     kw = dict(use_fast_variance=fast)
 
-    def case():
+    def batch_part():
         mean, var = F.compute_stats(xin, 0, mask=mask, **kw)
         out = [mean, var, F.compute_stats(xin, (0, 1), mask=mask, dtype=jnp.float32, **kw)]
         out.append(F.normalize(xin, mean, var, scale, bias, reduction_axes=0))
@@ -231,27 +232,31 @@ def functional_calls(dtype, unit, fast, masked):
                 F.batch_norm(xin, rm, rv, scale, bias, training=training, mask=mask, momentum=0.9, **kw)
             )
         out.append(F.batch_norm(xin, None, None, training=True, mask=mask, nan_policy="omit", **kw))
-        out.append(F.layer_norm(xin, scale, bias, mask=mask, **kw))
-        out.append(F.rms_norm(xin, scale, mask=mask))
-        out.append(F.group_norm(xin, scale, bias, num_groups=2, mask=mask, **kw))
-        out.append(F.instance_norm(x.reshape(2, 3, 4), scale, bias, **kw))
-        out.append(F.mean_square(u.get_mantissa(xin), (0,), mask))
-        out.append(F.weight_standardization(xin, gain=scale))
-        out.append(un.weight_standardization(xin.reshape((2, 3, 4)), eps=1e-4, out_axis=0))
         g = jax.grad(
             lambda s: jnp.sum(F.batch_norm(x, None, None, s, training=True, **kw)[0].astype(jnp.float32))
         )
         out.append(g(scale))
         return out
 
-    return case
+    def sample_part():
+        out = [F.layer_norm(xin, scale, bias, mask=mask, **kw)]
+        out.append(F.rms_norm(xin, scale, mask=mask))
+        out.append(F.group_norm(xin, scale, bias, num_groups=2, mask=mask, **kw))
+        out.append(F.instance_norm(x.reshape(2, 3, 4), scale, bias, **kw))
+        out.append(F.mean_square(u.get_mantissa(xin), (0,), mask))
+        out.append(F.weight_standardization(xin, gain=scale))
+        out.append(un.weight_standardization(xin.reshape((2, 3, 4)), eps=1e-4, out_axis=0))
+        return out
+
+    return (batch_part, sample_part)[part]
 
 
+@pytest.mark.parametrize("part", [0, 1])
 @pytest.mark.parametrize("k", range(len(COMBOS)))
-def test_functional(mode, k):
+def test_functional(mode, k, part):
     dtype, unit, _, masked = COMBOS[k]
     with x64_if(dtype):
-        same_in_mode(mode, functional_calls(dtype, unit, k % 2 == 0, masked))
+        same_in_mode(mode, functional_calls(dtype, unit, k % 2 == 0, masked, part))
 
 
 @pytest.mark.slow
@@ -260,7 +265,8 @@ def test_functional_every_combination(mode, fast):
     for dtype, unit, layer_dtype, masked in ALL_COMBOS:
         if layer_dtype is None:
             with x64_if(dtype):
-                same_in_mode(mode, functional_calls(dtype, unit, fast, masked))
+                for part in (0, 1):
+                    same_in_mode(mode, functional_calls(dtype, unit, fast, masked, part))
 
 
 def test_every_public_function_is_covered():
