@@ -196,3 +196,53 @@ def test_compute_stats_collective_under_vmap_axis_name(fast):
 
 def test_public_names():
     assert {"compute_stats", "normalize", "batch_norm"} <= set(un.functional.__all__)
+
+
+# ----------------------------------------------------------------------------
+# the moment merge that combines devices: merge_along (pairwise merges in a fixed order)
+
+
+@pytest.mark.parametrize("sizes", [(5,), (3, 0, 4), (1, 2, 3, 4, 5), (0, 0, 7, 0, 1, 6, 2)])
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_merge_along_equals_the_statistics_of_the_whole(sizes, backend):
+    from unitnorm._moments import merge_along
+
+    rng = np.random.default_rng(sum(sizes))
+    parts = [rng.normal(-65.0, 0.01, size=(n, 2)) for n in sizes]
+    counts = np.array([[len(p)] * 2 for p in parts], np.float64)
+    means = np.array([p.mean(0) if len(p) else np.zeros(2) for p in parts])
+    m2s = np.array([((p - p.mean(0)) ** 2).sum(0) if len(p) else np.zeros(2) for p in parts])
+    whole = np.concatenate(parts)
+    if backend == "jax":
+        with jax.enable_x64(True):
+            n, mean, m2 = (np.asarray(v) for v in merge_along(*map(jnp.asarray, (counts, means, m2s))))
+    else:
+        n, mean, m2 = merge_along(counts, means, m2s)
+    np.testing.assert_array_equal(n, len(whole))
+    np.testing.assert_allclose(mean, whole.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(m2 / n, whole.var(0), rtol=1e-9)
+
+
+def test_merge_along_runs_in_float32_under_strict_promotion_with_complex_means():
+    from unitnorm._moments import merge_along
+
+    rng = np.random.default_rng(3)
+    z = (rng.normal(size=(4, 6)) + 1j * rng.normal(size=(4, 6))).astype(np.complex64)
+    counts = jnp.full((4, 1), 6.0, jnp.float32)
+    means = jnp.asarray(z.mean(1, keepdims=True))
+    m2s = jnp.asarray((np.abs(z - z.mean(1, keepdims=True)) ** 2).sum(1, keepdims=True), jnp.float32)
+    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+        n, mean, m2 = jax.jit(merge_along)(counts, means, m2s)
+    flat = z.reshape(-1).astype(np.complex128)
+    assert mean.dtype == jnp.complex64 and m2.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(mean)[0], flat.mean(), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(m2)[0] / 24, np.mean(np.abs(flat - flat.mean()) ** 2), rtol=1e-5)
+
+
+def test_the_moment_helpers_live_in_moments_and_stay_importable_from_functional():
+    from unitnorm import _moments
+
+    for name in ("moments", "moments_with_count", "stats_dtype", "sum_across", "check_dtype", "_abs2"):
+        assert getattr(F, name) is getattr(_moments, name)
+    assert F.stats_dtype(jnp.bfloat16) == jnp.float32 and F.stats_dtype(jnp.int8) == jnp.float32
+    assert F.stats_dtype(jnp.complex64) == jnp.complex64

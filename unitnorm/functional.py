@@ -25,6 +25,16 @@ import jax.numpy as jnp
 from jax import lax
 
 from unitnorm import _units
+from unitnorm._moments import (  # noqa: F401 - re-exported: the layers and tests use these names here
+    _abs2,
+    axis_size,
+    check_dtype,
+    moments,
+    moments_with_count,
+    stats_dtype,
+    sum_across,
+    wider,
+)
 
 __all__ = [
     "batch_norm",
@@ -62,28 +72,6 @@ def canonical_axes(axes: Axes | None, ndim: int, what: str = "axes") -> tuple[in
     if len(set(out)) != len(out):
         raise ValueError(f"{what} must not repeat an axis, got {seq}")
     return tuple(sorted(out))
-
-
-def check_dtype(dtype: Any, who: str = "") -> Any:
-    """Return ``dtype`` as a numeric NumPy dtype (``None`` stays ``None``), or raise ``TypeError``."""
-    if dtype is None:
-        return None
-    try:
-        out = jnp.dtype(dtype)
-    except TypeError:
-        out = None
-    if out is None or not jnp.issubdtype(out, jnp.number):
-        prefix = f"{who}: " if who else ""
-        raise TypeError(f"{prefix}dtype must be a numeric dtype such as jnp.float32, got {dtype!r:.40}")
-    return out
-
-
-def stats_dtype(x_dtype: Any, dtype: Any = None) -> Any:
-    """Return the dtype statistics are computed in: at least float32, float64/complex kept."""
-    base = check_dtype(dtype) if dtype is not None else jnp.dtype(x_dtype)
-    if not jnp.issubdtype(base, jnp.inexact):
-        base = jnp.dtype(jnp.float32)
-    return jnp.promote_types(base, jnp.float32)
 
 
 def output_dtype(x_dtype: Any, dtype: Any = None) -> Any:
@@ -204,195 +192,94 @@ def update_allowed(
     nan_policy: str,
     axis_name: Any = None,
     axis_index_groups: Any = None,
+    count: Any = None,
 ) -> Any:
     """Per feature, may this batch update the running statistics? ``None`` when all may.
 
-    False where no element counts (an all-false mask, or only non-finite values
-    under ``'omit'``), and, under ``'raise'`` with traced values (where no
-    error can be raised), where a counted element is non-finite. The running
-    statistics of those features keep their old values. Across ``axis_name``
-    the verdict is shared: an element counted on any device (and, under
-    ``'raise'``, no non-finite one on any) lets every device update, so their
+    False where fewer than 2 elements count over all devices (``count``, from
+    :func:`batch_norm_mantissa`: an all-false mask, only non-finite values under
+    ``'omit'``, or a single counted value), and, under ``'raise'`` with traced
+    values (where no error can be raised), where a counted element is
+    non-finite on any device. The running statistics of those features keep
+    their old values; the verdict is the same on every device, so their
     running statistics stay equal.
     """
-    ok = None if mask is None else jnp.any(mask, axis=raxes)
+    ok = None if count is None else count >= 2
     bad = None
     if nan_policy == "raise" and isinstance(m, jax.core.Tracer) and jnp.issubdtype(m.dtype, jnp.inexact):
         finite = jnp.isfinite(m) if mask is None else jnp.isfinite(m) | ~mask
         bad = ~jnp.all(finite, axis=raxes)
-    if axis_name is not None:
-        if ok is not None:
-            ok = sum_across(ok.astype(jnp.int32), axis_name, axis_index_groups) > 0
-        if bad is not None:
+        if axis_name is not None:
             bad = sum_across(bad.astype(jnp.int32), axis_name, axis_index_groups) > 0
     if bad is not None:
         ok = ~bad if ok is None else ok & ~bad
     return ok
 
 
-def check_batch_size(shape: tuple[int, ...], raxes: tuple[int, ...], who: str) -> None:
-    """Refuse batch statistics computed from a single value per feature (PyTorch's rule)."""
-    if math.prod(shape[a] for a in raxes) == 1:
-        raise ValueError(
-            f"{who}: expected more than 1 value per feature to compute batch statistics, got input of "
-            f"shape {tuple(shape)} (1 value per feature over axes {raxes}); use a batch of 2 or more, "
-            "or evaluation mode with running statistics"
+_ONE_VALUE = "expected more than 1 value per feature to compute batch statistics"
+
+
+def check_batch_size(
+    shape: tuple[int, ...],
+    raxes: tuple[int, ...],
+    who: str,
+    axis_name: Any = None,
+    axis_index_groups: Any = None,
+) -> None:
+    """Refuse batch statistics computed from a single value per feature (PyTorch's rule).
+
+    Without a mask the count is static: the values per feature on this device
+    times the number of devices combined (:func:`unitnorm._moments.axis_size`,
+    the group size with ``axis_index_groups``), so one sample per device is
+    fine across several devices.
+    """
+    local = math.prod(shape[a] for a in raxes)
+    if local != 1:
+        return
+    across = ""
+    if axis_name is not None:
+        devices = axis_size(axis_name, axis_index_groups)
+        if devices > 1:
+            return
+        across = f" and 1 device across axis_name={axis_name!r}"
+    raise ValueError(
+        f"{who}: {_ONE_VALUE}, got input of shape {tuple(shape)} (1 value per feature over axes "
+        f"{raxes}{across}); use a batch of 2 or more, or evaluation mode with running statistics"
+    )
+
+
+def check_batch_counts(count: Any, who: str) -> None:
+    """Apply the same rule to counts known only at run time (a mask, or ``nan_policy='omit'``).
+
+    ``count`` is the number of counted values per feature over all devices (or
+    ``None``: nothing to check). Concrete counts raise ``ValueError`` where a
+    feature has exactly one; traced ones (inside ``jax.jit``, ``vmap``, ...)
+    cannot, so a :func:`jax.experimental.checkify.debug_check` reports them
+    when the caller wraps the step with ``checkify.checkify``. Either way such a
+    feature (like one with none) keeps its running statistics
+    (:func:`update_allowed`).
+    """
+    if count is None:
+        return
+    single = count == 1
+    if isinstance(single, jax.core.Tracer):
+        from jax.experimental import checkify
+
+        checkify.debug_check(
+            ~jnp.any(single), f"{who}: {_ONE_VALUE}, got a feature with 1 counted value (mask or nan_policy)"
         )
-
-
-def _abs2(d: jax.Array) -> jax.Array:
-    return d.real * d.real + d.imag * d.imag if jnp.iscomplexobj(d) else d * d
+        return
+    if bool(jnp.any(single)):
+        where = [tuple(int(i) for i in idx) for idx in jnp.argwhere(single)]
+        raise ValueError(
+            f"{who}: {_ONE_VALUE}, got 1 counted value for the feature(s) at {where[:5]} (masked-out "
+            "elements, and non-finite ones under nan_policy='omit', do not count); use a batch with 2 or "
+            "more counted values, or evaluation mode with running statistics"
+        )
 
 
 # ----------------------------------------------------------------------------
-# moments on mantissas
-
-
-def _first_along(a: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """Take ``a`` at index 0 of every axis in ``axes``, keeping those axes with size 1."""
-    for ax in axes:
-        a = lax.slice_in_dim(a, 0, 1, axis=ax)
-    return a
-
-
-def moments(
-    m: jax.Array,
-    axes: tuple[int, ...],
-    mask: jax.Array | None = None,
-    *,
-    use_fast_variance: bool = True,
-    axis_name: Any = None,
-    axis_index_groups: Any = None,
-    dtype: Any = None,
-) -> tuple[jax.Array, jax.Array]:
-    """Mean and biased variance of a bare array over ``axes`` (reduced axes dropped).
-
-    The fast path makes one pass over the data around a shift (the first element
-    of each slice; the mean of the counted elements under a mask or on an
-    explicitly sharded axis), so data far from zero keep their digits. Across
-    devices, each device's count, mean and sum of squared deviations are
-    gathered in one collective and combined with Chan's formula, so devices
-    with different numbers of valid samples are weighted exactly.
-    """
-    mean, var, _ = moments_with_count(
-        m,
-        axes,
-        mask,
-        use_fast_variance=use_fast_variance,
-        axis_name=axis_name,
-        axis_index_groups=axis_index_groups,
-        dtype=dtype,
-    )
-    return mean, var
-
-
-def moments_with_count(
-    m: jax.Array,
-    axes: tuple[int, ...],
-    mask: jax.Array | None = None,
-    *,
-    use_fast_variance: bool = True,
-    axis_name: Any = None,
-    axis_index_groups: Any = None,
-    dtype: Any = None,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """:func:`moments`, plus the number of counted elements (over all devices), broadcastable to the mean."""
-    cdt = stats_dtype(m.dtype, dtype)
-    rdt = jnp.finfo(cdt).dtype  # real counterpart of a complex dtype
-    m = m.astype(cdt)
-    if mask is None:
-        count = jnp.asarray(math.prod(m.shape[a] for a in axes), rdt)
-    else:
-        count = jnp.sum(mask, axis=axes, dtype=rdt)
-        # masked-out elements may hold anything, NaN included: zero them before any arithmetic
-        # so that they reach neither the sums nor the gradients
-        m = jnp.where(mask, m, 0)
-    safe = jnp.maximum(count, 1)
-
-    def masked_sum(v: jax.Array) -> jax.Array:
-        return jnp.sum(v if mask is None else jnp.where(mask, v, 0), axis=axes)
-
-    if not use_fast_variance:
-        s1 = masked_sum(m)
-        if axis_name is not None:
-            s1, count = sum_across((s1, count), axis_name, axis_index_groups)
-            safe = jnp.maximum(count, 1)
-        mean = s1 / safe
-        # `m + (-mean)` equals `m - mean` bit for bit; written apart from the normalize step's
-        # `m - mean` so that XLA fuses it into this reduction rather than sharing (and
-        # materializing) one full-size difference between the two.
-        m2 = masked_sum(_abs2(m + (-jnp.expand_dims(mean, axes))))
-        if axis_name is not None:
-            m2 = sum_across(m2, axis_name, axis_index_groups)
-        return (*_finish(mean, m2, count), count)
-
-    if mask is None and not _explicitly_sharded(m, axes):
-        shift = _first_along(m, axes)
-    else:
-        # The first element may be masked out, or (on an explicitly sharded axis) not reachable by a
-        # slice: shift by the mean of the counted elements instead, at the cost of one more read.
-        shift = jnp.sum(m, axis=axes, keepdims=True) / (
-            safe if safe.ndim == 0 else jnp.expand_dims(safe, axes)
-        )
-    shift = _own_buffer(lax.stop_gradient(shift))
-    # The same difference written two ways (bit-identical: `a + (-b)` is `a - b` in IEEE
-    # arithmetic), one per sum: XLA then fuses each into its own reduction over `m` instead
-    # of materializing `m - shift` as a full-size temporary that both sums read.
-    s1 = masked_sum(m + (-shift))
-    s2 = masked_sum(_abs2(m - shift))
-    mean = jnp.squeeze(shift, axes) + s1 / safe
-    m2 = jnp.maximum(s2 - _abs2(s1) / safe, 0)
-    if axis_name is not None:
-        count = jnp.broadcast_to(count, mean.shape)
-        gathered = lax.all_gather(
-            jnp.stack([count.astype(cdt), mean, m2.astype(cdt)]),
-            axis_name,
-            axis_index_groups=axis_index_groups,
-        )
-        counts, means, m2s = gathered[:, 0].real, gathered[:, 1], gathered[:, 2].real
-        count = jnp.sum(counts, axis=0)
-        mean = jnp.sum(counts * means, axis=0) / jnp.maximum(count, 1)
-        m2 = jnp.sum(m2s, axis=0) + jnp.sum(counts * _abs2(means - mean), axis=0)
-    return (*_finish(mean, m2, count), count)
-
-
-def sum_across(tree: Any, axis_name: Any, axis_index_groups: Any = None) -> Any:
-    """Sum ``tree`` across the mapped axis ``axis_name`` (within ``axis_index_groups`` if given).
-
-    ``psum`` without groups; with groups an ``all_gather`` then a sum, since jax's
-    ``psum`` refuses ``axis_index_groups`` under ``shard_map``.
-    """
-    if axis_index_groups is None:
-        return lax.psum(tree, axis_name)
-    return jax.tree_util.tree_map(
-        lambda v: jnp.sum(lax.all_gather(v, axis_name, axis_index_groups=axis_index_groups), axis=0), tree
-    )
-
-
-def _explicitly_sharded(m: jax.Array, axes: tuple[int, ...]) -> bool:
-    """Return True when one of ``axes`` of ``m`` is sharded over an Explicit mesh axis."""
-    spec = getattr(getattr(jax.typeof(m), "sharding", None), "spec", None)
-    if not spec:
-        return False
-    return any(a < len(spec) and spec[a] is not None for a in axes)
-
-
-def _own_buffer(v: jax.Array) -> jax.Array:
-    """Return ``v`` unchanged (``v + 0``), computed by a reduction so XLA keeps it in a buffer of its own.
-
-    XLA would otherwise re-read the shift (a slice of the input) inside every full-size pass that
-    uses the mean, and a pass that reads its input at other indices cannot write its output in
-    place of a donated input: XLA then copies the whole input first.
-    """
-    return jnp.sum(jnp.stack([v, jnp.zeros_like(v)]), axis=0)
-
-
-def _finish(mean: jax.Array, m2: jax.Array, count: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # An empty selection (count 0) gives NaN statistics rather than silent zeros.
-    empty = count == 0
-    mean = jnp.where(empty, jnp.nan, mean)
-    var = jnp.where(empty, jnp.nan, jnp.maximum(m2 / jnp.maximum(count, 1), 0))
-    return mean, var
+# normalization on mantissas
 
 
 def normalize_mantissa(
@@ -406,17 +293,42 @@ def normalize_mantissa(
     feature_axes: tuple[int, ...],
     out_dtype: Any,
 ) -> jax.Array:
-    """``(m - mean) / sqrt(var + epsilon) * scale + bias`` on bare arrays."""
-    cdt = jnp.promote_types(stats_dtype(m.dtype), mean.dtype)
-    mean = jnp.expand_dims(mean, reduction_axes)
-    inv = lax.rsqrt(jnp.expand_dims(var, reduction_axes) + epsilon)
+    """``(m - mean) / sqrt(var + epsilon) * scale + bias`` on bare arrays.
+
+    Every mixed-dtype step casts explicitly to the dtype jax would promote to,
+    and every broadcast is explicit, so it runs under jax's strict promotion
+    modes with the results of the default ones.
+    """
+    cdt = wider(m.dtype, mean.dtype)
+    mean = jnp.expand_dims(mean, reduction_axes).astype(cdt)
+    var = jnp.expand_dims(var, reduction_axes)
+    inv = lax.rsqrt(var + _cast(epsilon, var.dtype))
     fshape = tuple(m.shape[a] if a in feature_axes else 1 for a in range(m.ndim))
     if scale is not None:
-        inv = inv * (scale if scale.ndim == 0 else scale.reshape(fshape))
-    y = (m.astype(cdt) - mean) * inv
+        inv, scale = _promoted(inv, _per_feature(scale, fshape))
+        inv = inv * scale
+    centred, inv = _promoted(m.astype(cdt) - mean, inv)
+    y = centred * inv
     if bias is not None:
-        y = y + (bias if bias.ndim == 0 else bias.reshape(fshape))
+        y, bias = _promoted(y, _per_feature(bias, fshape))
+        y = y + bias
     return y.astype(out_dtype)
+
+
+def _cast(v: Any, dtype: Any) -> jax.Array:
+    """``v`` (an array or a Python number) as an array of ``dtype``."""
+    return jnp.asarray(v).astype(dtype)
+
+
+def _per_feature(v: jax.Array, fshape: tuple[int, ...]) -> jax.Array:
+    """Reshape a scale or bias to broadcast along the feature axes (a scalar stays one)."""
+    return v if v.ndim == 0 else v.reshape(fshape)
+
+
+def _promoted(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """Cast arrays of float32-or-wider kinds to the one dtype jax's default promotion would give."""
+    dtype = functools.reduce(wider, (a.dtype for a in arrays))
+    return tuple(a.astype(dtype) for a in arrays)
 
 
 # ----------------------------------------------------------------------------
@@ -451,7 +363,9 @@ def compute_stats(
         deviations (two passes).
     axis_name : str or tuple of str, optional
         Combine the statistics across this mapped axis (``pmap``, ``vmap``,
-        ``shard_map``), weighting each device by its number of valid samples.
+        ``shard_map``; a tuple may mix them), weighting each device by its
+        number of valid samples. The one-pass path does it with one ``psum``
+        of every device's count, mean and M2, merged in device order.
     axis_index_groups : sequence of sequence of int, optional
         Combine only within these groups of devices.
     dtype : dtype, optional
@@ -637,8 +551,12 @@ def batch_normalize_mantissa(
     axis_name: Any,
     axis_index_groups: Any,
     out_dtype: Any,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return_count: bool = False,
+) -> tuple[jax.Array, ...]:
     """Normalize ``m`` with its own statistics; return ``(y, mean, var)``.
+
+    With ``return_count=True`` also the number of counted elements per feature
+    over all devices (broadcast to the mean's shape), a fourth output.
 
     The values are those of :func:`moments_with_count` followed by
     :func:`normalize_mantissa`. For real floating input the derivative is the
@@ -652,7 +570,7 @@ def batch_normalize_mantissa(
     ``jax.jacfwd``) and higher derivatives work as before.
     """
     if not jnp.issubdtype(m.dtype, jnp.floating):
-        mean, var = moments(
+        mean, var, count = moments_with_count(
             m,
             reduction_axes,
             mask,
@@ -661,11 +579,18 @@ def batch_normalize_mantissa(
             axis_index_groups=axis_index_groups,
         )
         y = normalize_mantissa(m, mean, var, scale, bias, epsilon, reduction_axes, feature_axes, out_dtype)
-        return y, mean, var
-    fn = _batch_normalizer(
-        reduction_axes, feature_axes, use_fast_variance, axis_name, axis_index_groups, jnp.dtype(out_dtype)
-    )
-    return fn(m, scale, bias, mask, epsilon)
+        out = (y, mean, var, jnp.broadcast_to(count, mean.shape))
+    else:
+        fn = _batch_normalizer(
+            reduction_axes,
+            feature_axes,
+            use_fast_variance,
+            axis_name,
+            axis_index_groups,
+            jnp.dtype(out_dtype),
+        )
+        out = fn(m, scale, bias, mask, epsilon)
+    return out if return_count else out[:3]
 
 
 @functools.lru_cache(maxsize=128)
@@ -684,30 +609,34 @@ def _batch_normalizer(
             m, raxes, mask, use_fast_variance=fast, axis_name=axis_name, axis_index_groups=groups
         )
         y = normalize_mantissa(m, mean, var, scale, bias, epsilon, raxes, faxes, out_dtype)
-        return y, mean, var, count
+        return y, mean, var, jnp.broadcast_to(count, mean.shape)
 
     @jax.custom_jvp
     def normalizer(m: jax.Array, scale: Any, bias: Any, mask: Any, epsilon: Any) -> tuple[Any, ...]:
-        return forward(m, scale, bias, mask, epsilon)[:3]
+        return forward(m, scale, bias, mask, epsilon)
 
     @normalizer.defjvp
     def normalizer_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
         m, scale, bias, mask, epsilon = primals
         dm, dscale, dbias, _, deps = tangents
         y, mean, var, count = forward(m, scale, bias, mask, epsilon)
-        cdt = jnp.promote_types(stats_dtype(m.dtype), mean.dtype)
+        # one dtype for the whole derivative (explicit casts: strict promotion mode)
+        dtypes = [m.dtype, mean.dtype] + [v.dtype for v in (scale, bias) if v is not None]
+        cdt = functools.reduce(wider, dtypes)
         fshape = tuple(m.shape[a] if a in faxes else 1 for a in range(m.ndim))
 
         def per_feature(v: Any) -> Any:
-            return v if v.ndim == 0 else v.reshape(fshape)
+            return _per_feature(v, fshape).astype(cdt)
 
         def counted_sum(v: jax.Array) -> jax.Array:
-            return jnp.sum(v if mask is None else jnp.where(mask, v, 0), axis=raxes, keepdims=True)
+            counted = v if mask is None else jnp.where(mask, v, jnp.zeros((), cdt))
+            return jnp.sum(counted, axis=raxes, keepdims=True)
 
         x, dx = m.astype(cdt), dm.astype(cdt)
-        mb = jnp.expand_dims(mean, raxes)
-        inv = lax.rsqrt(jnp.expand_dims(var, raxes) + epsilon)
-        n = jnp.maximum(jnp.expand_dims(jnp.broadcast_to(count, mean.shape), raxes), 1)
+        mb = jnp.expand_dims(mean, raxes).astype(cdt)
+        inv = lax.rsqrt(jnp.expand_dims(var, raxes).astype(cdt) + _cast(epsilon, cdt))
+        deps = _cast(deps, cdt)
+        n = jnp.maximum(jnp.expand_dims(jnp.broadcast_to(count, mean.shape), raxes), 1).astype(cdt)
         # d mean = sum(dx)/n and d var = 2 sum((x - mean) dx)/n over the counted elements (the
         # shift of the one-pass variance cancels). `x - mean`, `-(mean - x)` and `x + (-mean)` are
         # bit-identical, written apart so that XLA fuses each full-size use into its own consumer;
@@ -724,7 +653,7 @@ def _batch_normalizer(
         if bias is not None:
             dy = dy + per_feature(dbias)
         dmean, dvar = jnp.squeeze(dmean, raxes).astype(mean.dtype), jnp.squeeze(dvar, raxes).astype(var.dtype)
-        return (y, mean, var), (dy.astype(y.dtype), dmean, dvar)
+        return (y, mean, var, count), (dy.astype(y.dtype), dmean, dvar, jnp.zeros_like(count))
 
     return normalizer
 
@@ -760,10 +689,16 @@ def batch_norm_mantissa(
     axis_name: Any,
     axis_index_groups: Any,
     out_dtype: Any,
-) -> tuple[jax.Array, Any, Any]:
-    """Run the batch-norm step on bare arrays (jit-compiled once per configuration)."""
+) -> tuple[jax.Array, Any, Any, Any]:
+    """Run the batch-norm step on bare arrays (jit-compiled once per configuration).
+
+    Returns ``(y, running_mean, running_var, count)``; ``count`` is the number
+    of counted values per feature over all devices when batch statistics were
+    computed under a mask (for :func:`check_batch_counts`), else ``None``.
+    """
+    count = None
     if training or not has_running:
-        y, mean, var = batch_normalize_mantissa(
+        y, mean, var, count = batch_normalize_mantissa(
             m,
             scale,
             bias,
@@ -775,15 +710,21 @@ def batch_norm_mantissa(
             axis_name=axis_name,
             axis_index_groups=axis_index_groups,
             out_dtype=out_dtype,
+            return_count=True,
         )
+        count = None if mask is None else count
     else:
         mean, var = running_mean, running_var
         y = normalize_mantissa(m, mean, var, scale, bias, epsilon, reduction_axes, feature_axes, out_dtype)
     if training and has_running:
         batch_mean, batch_var = lax.stop_gradient(mean), lax.stop_gradient(var)
-        running_mean = momentum * running_mean + (1 - momentum) * batch_mean
-        running_var = momentum * running_var + (1 - momentum) * batch_var
-    return y, running_mean, running_var
+        running_mean, batch_mean = _promoted(running_mean, batch_mean)
+        running_var, batch_var = _promoted(running_var, batch_var)
+        w = _cast(momentum, running_mean.dtype)
+        running_mean = w * running_mean + (1 - w) * batch_mean
+        w = _cast(momentum, running_var.dtype)
+        running_var = w * running_var + (1 - w) * batch_var
+    return y, running_mean, running_var, count
 
 
 def batch_norm(
@@ -871,6 +812,18 @@ def batch_norm(
     The variance is the biased one (divided by the number of samples), in the
     running statistics and in the normalization, like flax and brainstate.
 
+    Batch statistics need more than one value per feature, counted over all
+    devices of ``axis_name`` (one sample per device is fine on several
+    devices). Without a mask that count is static and a count of 1 raises
+    ``ValueError``. With a mask or ``nan_policy='omit'`` a concrete count of 1
+    raises ``ValueError``; a traced one (inside ``jax.jit``) is reported by a
+    ``jax.experimental.checkify.debug_check`` under ``checkify.checkify``, and
+    the feature keeps its running statistics, as one with no counted value does.
+
+    Every dtype step is an explicit cast and every broadcast explicit, so the
+    function runs under ``jax.numpy_dtype_promotion("strict")`` and
+    ``jax.numpy_rank_promotion("raise")``.
+
     Examples
     --------
     >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
@@ -881,6 +834,14 @@ def batch_norm(
     mV mV^2 [[-1.0], [1.0]]
     >>> print(round(float(mean.mantissa[0]), 2), round(float(var.mantissa[0]), 1))
     200.0 100000.9
+
+    One sample per device is a batch of four across a mapped axis of size four:
+
+    >>> import jax
+    >>> step = lambda xi: un.functional.batch_norm(xi, None, None, training=True, axis_name="b")[0]
+    >>> y = jax.vmap(step, axis_name="b")(jnp.arange(4.).reshape(4, 1))
+    >>> [round(v, 4) for v in y[:, 0].tolist()]
+    [-1.3416, -0.4472, 0.4472, 1.3416]
     """
     m, xunit = _units.split(x)
     check_numeric(m, "batch_norm")
@@ -908,12 +869,12 @@ def batch_norm(
     if training:
         _check_nonempty(m.shape, raxes, "batch_norm")
     if training or not has_running:
-        check_batch_size(m.shape, raxes, "batch_norm")
+        check_batch_size(m.shape, raxes, "batch_norm", axis_name, axis_index_groups)
     mask = check_mask(mask, m.shape, "batch_norm")
     mask = apply_nan_policy(m, mask, nan_policy, "batch_norm")
     eps = epsilon_mantissa(epsilon, ref, "batch_norm")
     check_scalar(momentum, "momentum", "batch_norm", "a number in [0, 1]", upper=1.0)
-    y, new_mean, new_var = batch_norm_mantissa(
+    y, new_mean, new_var, count = batch_norm_mantissa(
         m,
         rm,
         rv,
@@ -931,13 +892,19 @@ def batch_norm(
         axis_index_groups=_hashable_groups(axis_index_groups),
         out_dtype=output_dtype(m.dtype, dtype),
     )
+    check_batch_counts(count, "batch_norm")
     y = _units.restore(y, out_unit)
     if not has_running:
         return y, None, None
-    ok = update_allowed(m, mask, raxes, nan_policy, axis_name, axis_index_groups) if training else None
+    ok = update_allowed(m, mask, raxes, nan_policy, axis_name, axis_index_groups, count) if training else None
     if ok is not None:
-        new_mean, new_var = jnp.where(ok, new_mean, rm), jnp.where(ok, new_var, rv)
+        new_mean, new_var = keep_where_not(ok, new_mean, rm), keep_where_not(ok, new_var, rv)
     return y, _units.restore(new_mean, ref), _units.restore(new_var, ref**2)
+
+
+def keep_where_not(ok: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
+    """Take ``new`` where ``ok``, else ``old`` (cast to ``new``'s dtype: no implicit promotion)."""
+    return jnp.where(ok, new, old.astype(new.dtype))
 
 
 def _hashable_groups(groups: Any) -> Any:
@@ -1581,7 +1548,7 @@ def _weight_standardization_mantissa(
 ) -> jax.Array:
     mean, var = moments(m, reduction_axes, use_fast_variance=False)
     fan_in = math.prod(m.shape[a] for a in reduction_axes)
-    denom = jnp.maximum(var * fan_in, eps)
+    denom = jnp.maximum(var * fan_in, _cast(eps, var.dtype))
     return normalize_mantissa(m, mean, denom, gain, None, 0.0, reduction_axes, (out_axis,), out_dtype)
 
 

@@ -294,7 +294,7 @@ class _BatchNorm(Module):
             bias = _mantissa_in(weight["bias"], out_unit)
             if bias is None or not isinstance(scale, jax.Array) or _restore_kind(out_unit) == "scaled":
                 return _SLOW
-        y, new_mean, new_var = self._step(
+        y, new_mean, new_var, _ = self._step(
             m, rm, rv, scale, bias, None, eps, training, raxes, faxes, out_dtype
         )
         if self.track_running_stats and training:
@@ -315,7 +315,7 @@ class _BatchNorm(Module):
         raxes: tuple[int, ...],
         faxes: tuple[int, ...],
         out_dtype: Any,
-    ) -> tuple[Any, Any, Any]:
+    ) -> tuple[Any, Any, Any, Any]:
         """Run the jitted batch-norm core with this layer's configuration (both call paths)."""
         momentum = self.momentum
         if momentum is None and self.track_running_stats:
@@ -404,7 +404,7 @@ class _BatchNorm(Module):
                 f"{who}: cannot compute batch statistics of an empty input of shape {tuple(m.shape)}"
             )
         if use_batch:
-            functional.check_batch_size(m.shape, raxes, who)
+            functional.check_batch_size(m.shape, raxes, who, self.axis_name, self.axis_index_groups)
 
         rm = rv = None
         if self.track_running_stats:
@@ -416,14 +416,19 @@ class _BatchNorm(Module):
             scale, out_unit = _units.split(self.weight.value["scale"])
             bias = _units.to_mantissa(self.weight.value["bias"], out_unit, what="bias", expected=who)
         out_dtype = functional.output_dtype(m.dtype, self.dtype)
-        y, new_mean, new_var = self._step(
+        y, new_mean, new_var, count = self._step(
             m, rm, rv, scale, bias, mask, eps, training, raxes, faxes, out_dtype
         )
+        functional.check_batch_counts(count, who)
         if self.track_running_stats and training:
-            # features with no counted value (or, traced under 'raise', a non-finite one) keep their stats
-            ok = functional.update_allowed(m, mask, raxes, policy, self.axis_name, self.axis_index_groups)
+            # features with fewer than 2 counted values (or, traced under 'raise', a non-finite one)
+            # keep their stats
+            ok = functional.update_allowed(
+                m, mask, raxes, policy, self.axis_name, self.axis_index_groups, count
+            )
             if ok is not None:
-                new_mean, new_var = jnp.where(ok, new_mean, rm), jnp.where(ok, new_var, rv)
+                new_mean = functional.keep_where_not(ok, new_mean, rm)
+                new_var = functional.keep_where_not(ok, new_var, rv)
         # every check passed and the math ran: now, and only now, write state
         if self.track_running_stats and training:
             self._write_running(_units.restore(new_mean, ref), _units.restore(new_var, ref**2))
@@ -461,7 +466,9 @@ _COMMON_DOC = """
         Anything :func:`unitnorm.init.resolve` accepts. ``scale`` sets the
         output unit; ``bias`` must be convertible to it.
     axis_name : str or sequence of str, optional
-        Combine batch statistics across this mapped axis.
+        Combine batch statistics across this mapped axis (or these axes, a
+        ``vmap`` axis among them). The batch-of-one rule then counts the
+        values of all devices combined.
     axis_index_groups : sequence of sequence of int, optional
         Combine only within these device groups.
     use_fast_variance : bool, default True
@@ -503,7 +510,7 @@ _COMMON_DOC = """
         that does not fit, a non-finite value under ``nan_policy='raise'``, or
         batch statistics that would come from a single value per feature (a
         batch of one in training mode, as in PyTorch; brainstate and flax
-        silently return zeros).
+        silently return zeros), counted over all devices of ``axis_name``.
     brainunit.UnitMismatchError
         For scale and bias of different dimensions (at construction), an input
         of another dimension than the reference unit, or an epsilon that is not
@@ -523,6 +530,18 @@ _COMMON_DOC = """
 
     The layer starts in training mode; ``training=`` on a call overrides the
     mode set by :meth:`train` / :meth:`eval` for that call.
+
+    **A batch of one.** Batch statistics need more than one value per feature,
+    counted after the reduction across ``axis_name``: one sample on each of
+    four devices is a batch of four. Without a mask the count is static (the
+    values on this device times the number of devices combined, or the group
+    size) and a count of 1 is a ``ValueError`` before anything runs. With a mask
+    or ``nan_policy='omit'`` it is known only once the data are: a concrete
+    count of 1 is a ``ValueError`` (no State written); inside ``jax.jit`` (or
+    any trace) it cannot raise, so a ``jax.experimental.checkify.debug_check``
+    reports it when the step is wrapped with ``checkify.checkify``, and such a
+    feature, like one with no counted value, keeps its running statistics (its
+    output is ``bias``, as the centred value is 0).
 """
 
 
