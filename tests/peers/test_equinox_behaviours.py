@@ -9,8 +9,7 @@ equinox's layers take one example, channels first, and batch with ``jax.vmap(...
 axis_name=...)``; a unitnorm layer is a pytree, so the same pattern is
 ``jax.vmap(lambda layer, x: (layer(x), layer), axis_name="batch", in_axes=(None, 0),
 out_axes=(0, None))``. A behaviour unitnorm does differently on purpose is an
-``xfail(strict=True)`` whose reason names its line in ``docs/coming_from.rst``; the strict
-promotion failures are marked with the issue item that fixes them.
+``xfail(strict=True)`` whose reason names its line in ``docs/coming_from.rst``.
 """
 
 import jax
@@ -24,9 +23,6 @@ from unitnorm import functional as F
 
 TOL = dict(rtol=2e-5, atol=2e-5)
 EPS = 1e-5  # equinox's default epsilon (unitnorm's sample norms default to brainstate's 1e-6)
-STRICT = "strict promotion: issue 11 item 3 (fixed on branch core)"
-STRICT_THEN_4 = STRICT + "; then item 4 (tuple axis_name with the one-pass path)"
-GLOBAL_BATCH = "one example per device under axis_name: issue 11 item 2 (global batch count)"
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +79,6 @@ def test_bfloat16_in_bfloat16_out_standard_promotion(make):
     assert y.dtype == jnp.bfloat16
 
 
-@pytest.mark.xfail(strict=True, raises=jax.dtypes.TypePromotionError, reason=STRICT)
 @pytest.mark.parametrize(
     "make",
     [
@@ -155,7 +150,7 @@ def test_group_norm_layer_needs_its_size():
 
 @pytest.mark.parametrize(
     "fast",
-    [pytest.param(True, marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=STRICT)), False],
+    [True, False],
     ids=["fast", "two-pass"],
 )
 @pytest.mark.parametrize("example", [(5, 6), (5, 7, 8)], ids=["1d", "2d"])
@@ -170,7 +165,6 @@ def test_batch_norm_under_named_vmap(example, fast):
     np.testing.assert_allclose(layer.running_mean.value, 0.1 * x.astype(np.float64).mean(raxes), **TOL)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=GLOBAL_BATCH)
 def test_batch_norm_one_value_per_example_under_named_vmap():
     x = data(10, 5, seed=8)
     y, layer = batch_step(un.BatchNorm0d(5, axis_name="batch", use_fast_variance=False), jnp.asarray(x))
@@ -187,7 +181,6 @@ def test_batch_norm_axis_name_must_be_bound():
         layer(x[0])
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=GLOBAL_BATCH)
 def test_batch_norm_inside_an_unnamed_outer_vmap():
     """Inner vmap named (over axis 1), outer vmap unnamed: one set of statistics per outer element."""
     x = data(10, 5, 6, seed=10)
@@ -200,8 +193,7 @@ def test_batch_norm_inside_an_unnamed_outer_vmap():
 
 @pytest.mark.parametrize(
     "fast",
-    [pytest.param(True, marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=STRICT_THEN_4)),
-     False],
+    [True, False],
     ids=["fast", "two-pass"],
 )  # fmt: skip
 def test_batch_norm_over_two_named_axes(fast):
@@ -214,7 +206,6 @@ def test_batch_norm_over_two_named_axes(fast):
     assert layer.running_mean.value.shape == (6,)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=GLOBAL_BATCH)
 def test_batch_norm_normalizes_one_value_examples_exactly():
     x = data(10, 5, seed=12)
     y, _ = batch_step(
