@@ -752,9 +752,12 @@ _COMMON_DOC = """
     momentum : float or None, default 0.99
         ``new = momentum * old + (1 - momentum) * batch`` (brainstate/flax;
         PyTorch's 0.1 is 0.9 here). ``None`` keeps the exact cumulative average,
-        counting batches in ``num_batches_tracked`` (one count for all features:
-        a batch in which a mask or ``nan_policy='omit'`` left a feature without
-        values leaves that feature's statistics as they were but still counts).
+        counting batches per feature in ``num_batches_tracked`` (shape of the
+        features): a batch in which a mask or ``nan_policy='omit'`` left a
+        feature without values leaves that feature's statistics and count as
+        they were. (Before version 0.2 it was one count for all features;
+        :meth:`load_state_dict` and :func:`unitnorm.load` with ``into=`` spread
+        such a saved scalar count over the features.)
     affine : bool, default True
         Learn ``scale`` and ``bias``, held in ``weight.value``.
     bias_initializer, scale_initializer : initializer, default Constant(0.), Constant(1.)
@@ -787,6 +790,24 @@ _COMMON_DOC = """
         wrapped with ``checkify.checkify``) and a feature holding a non-finite
         value keeps its running statistics. The call's ``nan_policy=``
         overrides it for one call.
+    debias : bool, default False
+        Correct the exponential average's bias towards its initial values as
+        Adam does: the running statistics hold ``sum_i (1 - m) m**(t - i) b_i /
+        (1 - m**t)`` over the ``t`` batches each feature has counted (kept in
+        ``num_batches_tracked``), so evaluation after one step uses that step's
+        statistics. Needs a momentum in ``[0, 1)``.
+    virtual_batch_size : int, optional
+        Ghost batches: in training, the batch axis is cut into consecutive
+        virtual batches of this many samples, each normalized with its own
+        statistics; a last, smaller one is allowed when it has 2 or more
+        samples (1 is a ``ValueError`` at trace time). The running statistics
+        are updated once per call with the statistics of the whole batch,
+        merged exactly from the virtual batches'. Evaluation (and an input
+        without a batch axis) is unaffected.
+    param_dtype : dtype, optional
+        dtype of ``scale``, ``bias`` and the running statistics (at least
+        float32 for the statistics), apart from the output ``dtype``: e.g.
+        bfloat16 activations with float32 parameters. Default: as ``dtype``.
 
     Attributes
     ----------
@@ -822,7 +843,8 @@ _COMMON_DOC = """
     get the same output for data written in V and in mV.
 
     The layer starts in training mode; ``training=`` on a call overrides the
-    mode set by :meth:`train` / :meth:`eval` for that call.
+    mode set by :meth:`train` / :meth:`eval` for that call. :meth:`freeze`
+    overrides all of them: a frozen layer evaluates.
 """
 
 
