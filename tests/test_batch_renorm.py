@@ -91,8 +91,12 @@ def test_forward_gradient_and_running_updates_equal_the_paper_in_float64(cls, sh
 
 def test_unit_limits_are_batch_norm_in_every_state_and_gradient():
     x = jnp.asarray(data((12, 4), seed=4, loc=-65.0, scale=3.0), jnp.float32) * u.mV
-    kw = dict(in_unit=u.mV, momentum=0.8, scale_initializer=un.init.Constant(2.0 * u.mV),
-              bias_initializer=un.init.Constant(-1.0 * u.mV))  # fmt: skip
+    kw = dict(
+        in_unit=u.mV,
+        momentum=0.8,
+        scale_initializer=un.init.Constant(2.0 * u.mV),
+        bias_initializer=un.init.Constant(-1.0 * u.mV),
+    )
     renorm, bn = un.BatchRenorm0d(4, r_max=1.0, d_max=0.0, **kw), un.BatchNorm0d(4, **kw)
     for _ in range(3):  # after the first step the running statistics differ from the batch's
         y_r, y_b = renorm(x), bn(x)
@@ -152,8 +156,12 @@ def test_jit_of_the_layer_equals_eager_and_returns_the_updated_layer():
     for _ in range(3):
         y_e = eager(x)
         y_t, traced = step(traced, x)
-        np.testing.assert_allclose(np.asarray(y_t.mantissa if hasattr(y_t, "mantissa") else y_t),
-                                   np.asarray(y_e), rtol=0, atol=8 * EPS32 * 4)  # fmt: skip
+        np.testing.assert_allclose(
+            np.asarray(y_t.mantissa if hasattr(y_t, "mantissa") else y_t),
+            np.asarray(y_e),
+            rtol=0,
+            atol=8 * EPS32 * 4,
+        )
     assert float(traced.num_steps.value) == 3.0
 
 
