@@ -27,6 +27,8 @@ from unitnorm.nn import (
     LayerNorm,
     Module,
     RMSNorm,
+    SpectralNorm,
+    WeightNorm,
 )
 from unitnorm.nn._params import load_params, merge, params, partition
 from unitnorm.state import BatchState, NormalizationParamState, ParamState, State
@@ -77,5 +79,7 @@ __all__ = [
     "partition",
     "preprocessing",
     "save",
+    "SpectralNorm",
+    "WeightNorm",
     "weight_standardization",
 ]
