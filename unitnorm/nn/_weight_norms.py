@@ -106,9 +106,7 @@ class _Wrapper(Module):
             return lambda: holder.__setitem__(last, old)
         current = getattr(holder, last)
         if _is_value(current):
-            object.__setattr__(holder, last, new) if isinstance(holder, Module) else setattr(
-                holder, last, new
-            )
+            setattr(holder, last, new)
             return lambda: setattr(holder, last, current)
         old_value = current.value
         current.value = new
@@ -408,7 +406,7 @@ class WeightNorm(_Wrapper):
     >>> v = jnp.array([[3., 0.], [4., 2.]]) * u.mV
     >>> wn = un.WeightNorm(v, scale_init=un.init.Constant(2.0 * u.nS))
     >>> w = wn()
-    >>> print(w.unit, w.mantissa.round(3).tolist())
+    >>> print(w.unit, [[round(x, 3) for x in row] for row in w.mantissa.tolist()])
     nS [[1.2, 0.0], [1.6, 2.0]]
     """
 
