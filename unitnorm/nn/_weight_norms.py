@@ -22,6 +22,26 @@ def _is_value(x: Any) -> bool:
     return _units.is_quantity(x) or isinstance(x, (jax.Array, np.ndarray))
 
 
+def _has_value(obj: Any) -> bool:
+    """Say whether obj is a State-like holder: unitnorm's and brainstate's ``.value``, flax's ``get_value()``."""
+    return (
+        not _is_value(obj)
+        and not isinstance(obj, dict)
+        and (callable(getattr(type(obj), "get_value", None)) or hasattr(type(obj), "value"))
+    )
+
+
+def _get(obj: Any) -> Any:
+    return obj.get_value() if callable(getattr(type(obj), "get_value", None)) else obj.value
+
+
+def _put(obj: Any, value: Any) -> None:
+    if callable(getattr(type(obj), "set_value", None)):
+        obj.set_value(value)
+    else:
+        obj.value = value
+
+
 def _holder_get(obj: Any, part: str) -> Any:
     if isinstance(obj, dict):
         return obj[part]
@@ -66,8 +86,8 @@ class _Wrapper(Module):
                 raise ValueError(
                     f"{type(self).__name__}: the layer has no '{part}' on the path param={self.param!r}"
                 ) from None
-            if not isinstance(obj, dict) and hasattr(obj, "value") and isinstance(obj.value, dict):
-                obj = obj.value  # a State holding a dict: step into it
+            if _has_value(obj) and isinstance(_get(obj), dict):
+                obj = _get(obj)  # a State holding a dict: step into it
         return obj, last
 
     def _read(self) -> Any:
@@ -80,8 +100,8 @@ class _Wrapper(Module):
             raise ValueError(
                 f"{type(self).__name__}: the layer has no parameter at param={self.param!r}"
             ) from None
-        if not _is_value(value) and hasattr(value, "value"):
-            value = value.value
+        if _has_value(value):
+            value = _get(value)
         if not _is_value(value):
             raise TypeError(
                 f"{type(self).__name__}: param={self.param!r} holds a {type(value).__name__}, "
@@ -96,21 +116,25 @@ class _Wrapper(Module):
         for part in parents:
             parent = _holder_get(parent, part)
         holder = parent
-        if hasattr(holder, "value") and isinstance(holder.value, dict) and not isinstance(holder, dict):
-            old = holder.value
-            holder.value = {**old, last: new}
-            return lambda: setattr(holder, "value", old)
+        if _has_value(holder) and isinstance(_get(holder), dict):
+            old = _get(holder)
+            _put(holder, {**old, last: new})
+            return lambda: _put(holder, old)
         if isinstance(holder, dict):
             old = holder[last]
-            holder[last] = new if _is_value(old) else _set_value(old, new)
-            return lambda: holder.__setitem__(last, old)
+            if _is_value(old):
+                holder[last] = new
+                return lambda: holder.__setitem__(last, old)
+            old_value = _get(old)
+            _put(old, new)
+            return lambda: _put(old, old_value)
         current = getattr(holder, last)
         if _is_value(current):
             setattr(holder, last, new)
             return lambda: setattr(holder, last, current)
-        old_value = current.value
-        current.value = new
-        return lambda: setattr(current, "value", old_value)
+        old_value = _get(current)
+        _put(current, new)
+        return lambda: _put(current, old_value)
 
     def _run(self, normalized: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.layer_instance is None:
@@ -135,8 +159,9 @@ class _Wrapper(Module):
         return (*children, self.layer_instance), aux
 
     def _flatten_with_keys(self) -> tuple[tuple[Any, ...], Any]:
-        children, aux = super()._flatten_with_keys()
-        return (*children, (jax.tree_util.GetAttrKey("layer_instance"), self.layer_instance)), aux
+        children, aux = self._flatten()
+        keys = [jax.tree_util.GetAttrKey(n) for n in (*self._state_names, "layer_instance")]
+        return tuple(zip(keys, children, strict=True)), aux
 
     @classmethod
     def _unflatten(cls, aux: Any, children: tuple[Any, ...]) -> Module:
@@ -156,11 +181,6 @@ class _Wrapper(Module):
                 f"got {_units.describe(self.epsilon_unit)}"
             )
         return float((self.epsilon * self.epsilon_unit).to_decimal(unit**2))
-
-
-def _set_value(old: Any, new: Any) -> Any:
-    old.value = new
-    return old
 
 
 def _l2_normalize(v: Any, eps: Any) -> Any:
