@@ -23,7 +23,7 @@ def _is_value(x: Any) -> bool:
 
 
 def _has_value(obj: Any) -> bool:
-    """Say whether obj is a State-like holder: unitnorm's and brainstate's ``.value``, flax's ``get_value()``."""
+    """Say whether obj holds a value like a State (``.value``, or flax's ``get_value()``)."""
     return (
         not _is_value(obj)
         and not isinstance(obj, dict)
