@@ -302,3 +302,26 @@ def test_jit_strict_promotion_and_checkpoint():
         assert (back.debias, back.virtual_batch_size, back.frozen) == (True, 2, True)
         np.testing.assert_array_equal(mantissa(back(x, training=True)), mantissa(eager(x, training=True)))
         assert mantissa(back.num_batches_tracked.value).tolist() == [3.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: un.LayerNorm((4, 6), **kw),
+        lambda **kw: un.RMSNorm((4, 6), **kw),
+        lambda **kw: un.GroupNorm((4, 6), num_groups=2, **kw),
+        lambda **kw: un.InstanceNorm((4, 6), **kw),
+    ],
+)
+def test_param_dtype_on_the_sample_norms(make):
+    layer = make(dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    assert all(v.dtype == jnp.float32 for v in layer.weight.value.values())
+    x = jnp.asarray(data((3, 4, 6), seed=11, loc=1.0), jnp.bfloat16)
+    y = layer(x)
+    assert y.dtype == jnp.bfloat16
+    ref = make(param_dtype=jnp.float32)(x.astype(jnp.float32))  # the same math in float32
+    np.testing.assert_allclose(
+        np.asarray(y, np.float32), np.asarray(ref), atol=2.0**-7 * np.abs(ref).max(), rtol=0
+    )
+    with pytest.raises(TypeError, match="param_dtype"):
+        make(param_dtype=jnp.int8)

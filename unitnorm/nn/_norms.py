@@ -139,7 +139,19 @@ class _SampleNorm(Module):
             self._form = "sample"
         return seq
 
+    param_dtype: Any = None
+
+    def _set_param_dtype(self, param_dtype: Any) -> None:
+        """``param_dtype``: the parameters' dtype apart from the output ``dtype`` (default: as ``dtype``)."""
+        who = type(self).__name__
+        dtype = functional.check_dtype(param_dtype, who)
+        if dtype is not None and not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(f"{who}: param_dtype must be a floating dtype such as jnp.float32, got {dtype}")
+        self.param_dtype = dtype
+
     def _param_dtype(self) -> Any:
+        if self.param_dtype is not None:
+            return self.param_dtype
         return self.dtype if self.dtype is not None and jnp.issubdtype(self.dtype, jnp.floating) else None
 
     def _make_weight(
@@ -342,6 +354,9 @@ class LayerNorm(_WeightNorm):
         One-pass shifted variance (accurate far from zero) or two passes.
     dtype : dtype, optional
         Output (and parameter) dtype; default: the input's floating dtype.
+    param_dtype : dtype, optional
+        dtype of the parameters (e.g. float32 with bfloat16 activations);
+        default: as ``dtype``.
     param_type : type, default NormalizationParamState
         The class holding ``weight``.
     name : str, optional
@@ -428,10 +443,12 @@ class LayerNorm(_WeightNorm):
         param_type: type = NormalizationParamState,
         name: str | None = None,
         in_unit: Any = None,
+        param_dtype: Any = None,
     ):
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
+        self._set_param_dtype(param_dtype)
         self.reduction_axes = self._canonical(
             self._reduction_spec(reduction_axes),
             len(self.in_size),
@@ -465,6 +482,9 @@ class RMSNorm(_SampleNorm):
         squared; a Quantity must have the input unit's squared dimension.
     dtype : dtype, optional
         Output (and parameter) dtype; default: the input's floating dtype.
+    param_dtype : dtype, optional
+        dtype of the parameters (e.g. float32 with bfloat16 activations);
+        default: as ``dtype``.
     use_scale : bool, default True
         Learn a scale.
     scale_init : initializer, default Constant(1.)
@@ -548,10 +568,12 @@ class RMSNorm(_SampleNorm):
         param_type: type = NormalizationParamState,
         name: str | None = None,
         in_unit: Any = None,
+        param_dtype: Any = None,
     ):
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
+        self._set_param_dtype(param_dtype)
         self.reduction_axes = self._canonical(
             self._reduction_spec(reduction_axes),
             len(self.in_size),
@@ -599,6 +621,9 @@ class GroupNorm(_WeightNorm):
         Added to the variance; a float is read in the reference unit squared.
     dtype : dtype, optional
         Output (and parameter) dtype; default: the input's floating dtype.
+    param_dtype : dtype, optional
+        dtype of the parameters (e.g. float32 with bfloat16 activations);
+        default: as ``dtype``.
     use_bias, use_scale : bool, default True
         Learn a per-channel bias / scale.
     bias_init, scale_init : initializer, default Zeros(), Constant(1.)
@@ -707,11 +732,13 @@ class GroupNorm(_WeightNorm):
         param_type: type = NormalizationParamState,
         name: str | None = None,
         in_unit: Any = None,
+        param_dtype: Any = None,
     ):
         who = type(self).__name__
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
+        self._set_param_dtype(param_dtype)
         faxes = self._feature_axes(feature_axis, "feature_axis")
         if len(faxes) != 1:
             raise ValueError(f"{who}: feature_axis must be one channel axis, got feature_axis={feature_axis}")
@@ -809,6 +836,9 @@ class InstanceNorm(_WeightNorm):
         Added to the variance; a float is read in the reference unit squared.
     dtype : dtype, optional
         Output (and parameter) dtype; default: the input's floating dtype.
+    param_dtype : dtype, optional
+        dtype of the parameters (e.g. float32 with bfloat16 activations);
+        default: as ``dtype``.
     use_bias, use_scale : bool, default True
         Learn a per-channel bias / scale.
     bias_init, scale_init : initializer, default Zeros(), Constant(1.)
@@ -883,10 +913,12 @@ class InstanceNorm(_WeightNorm):
         param_type: type = NormalizationParamState,
         name: str | None = None,
         in_unit: Any = None,
+        param_dtype: Any = None,
     ):
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
+        self._set_param_dtype(param_dtype)
         self.feature_axes = self._feature_axes(feature_axes, "feature_axes")
         self.reduction_axes = tuple(a for a in range(len(self.in_size)) if a not in self.feature_axes)
         self.use_bias, self.use_scale = bool(use_bias), bool(use_scale)
