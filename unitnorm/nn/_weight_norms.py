@@ -53,6 +53,8 @@ class _Wrapper(Module):
 
     layer_instance: Any = None
     param: str | None = None
+    #: a reparametrization of a weight, not a normalization of an input (generic layer tests skip it)
+    wraps_weight: bool = True
 
     def _setup(self, target: Any, param: str, param_type: type) -> Any:
         who = type(self).__name__
