@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +57,18 @@ class _BatchRenorm(_BatchNorm):
         if "num_steps" in self._state_names:
             self.num_steps.value = self.num_steps.value + 1
 
+
+def _signature() -> inspect.Signature:
+    """BatchNorm's signature plus ``r_max`` and ``d_max`` (for help(), the docs and introspection)."""
+    base = inspect.signature(_BatchNorm.__init__)
+    extra = [
+        inspect.Parameter("r_max", inspect.Parameter.KEYWORD_ONLY, default=3.0),
+        inspect.Parameter("d_max", inspect.Parameter.KEYWORD_ONLY, default=5.0),
+    ]
+    return base.replace(parameters=[*base.parameters.values(), *extra])
+
+
+_BatchRenorm.__init__.__signature__ = _signature()  # type: ignore[attr-defined]
 
 _RENORM_DOC = """
     Batch renormalization (Ioffe, 2017) trains with the batch statistics but
