@@ -325,3 +325,42 @@ def test_param_dtype_on_the_sample_norms(make):
     )
     with pytest.raises(TypeError, match="param_dtype"):
         make(param_dtype=jnp.int8)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: un.LayerNorm((3, 4)),
+        lambda: un.GroupNorm((3, 4), num_groups=2),
+        lambda: un.RMSNorm((3, 4)),
+        lambda: un.BatchRenorm1d((3, 4), r_max=2.0),
+    ],
+)
+def test_freeze_affine_on_every_layer_with_scale_and_bias(make):
+    x = jnp.asarray(data((2, 3, 4), seed=15, loc=1.0))
+
+    def grad_norm(layer):
+        g = jax.grad(lambda p: jnp.sum(jnp.sin(un.load_params(layer, p)(x))))(un.params(layer))
+        return float(sum(jnp.abs(v).sum() for v in jax.tree_util.tree_leaves(g)))
+
+    layer = make()
+    assert grad_norm(layer.freeze()) > 0  # statistics frozen, affine parameters still train
+    assert grad_norm(layer.freeze(affine=True)) == 0.0
+    assert grad_norm(layer.unfreeze()) > 0
+
+
+def test_ghost_batches_across_devices_combine_each_virtual_batch():
+    # two mapped devices, each with a batch of 4 and virtual batches of 2: virtual batch g is
+    # samples 2g, 2g+1 of every device
+    x = data((2, 4, 3), seed=16, loc=2.0, scale=3.0)
+    layer = un.BatchNorm0d(3, virtual_batch_size=2, axis_name="d", momentum=0.0)
+    y, new = jax.vmap(lambda xi: (layer(xi), layer), axis_name="d", out_axes=(0, None))(jnp.asarray(x))
+    x64 = x.astype(np.float64)
+    for g in range(2):
+        part = x64[:, 2 * g : 2 * g + 2]
+        want = (part - part.mean((0, 1))) / np.sqrt(part.var((0, 1)) + 1e-5)
+        np.testing.assert_allclose(
+            np.asarray(y)[:, 2 * g : 2 * g + 2], want, atol=64 * EPS32 * np.abs(want).max(), rtol=0
+        )
+    np.testing.assert_allclose(mantissa(new.running_mean.value), x64.mean((0, 1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mantissa(new.running_var.value), x64.var((0, 1)), rtol=1e-5)

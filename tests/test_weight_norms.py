@@ -256,3 +256,40 @@ def test_weight_norm_gradient_jit_checkpoint_and_errors():
         un.WeightNorm(v, feature_axes=5)
     with pytest.raises(u.UnitMismatchError, match="squared weights"):
         un.WeightNorm(v * u.mV, epsilon=1e-12 * u.mV)
+
+
+def test_spectral_norm_gradient_is_the_closed_form_with_u_and_v_constant():
+    # d/dW sum(W / sigma), sigma = v W u^T with u, v held constant: ones/sigma - sum(W) v^T u / sigma^2
+    with jax.enable_x64(True):
+        w = np.random.default_rng(17).normal(size=(5, 3))
+        sn = un.SpectralNorm(jnp.asarray(w), n_steps=2, key=4, param_dtype=jnp.float64)
+        u0 = np.asarray(sn.u.value)
+        _, u_ref, s_ref = power_iteration(w, u0, 2)
+        uu = u0
+        for _ in range(2):
+            v = uu @ w.T
+            v = v / np.linalg.norm(v)
+            uu = v @ w
+            uu = uu / np.linalg.norm(uu)
+        want = np.ones_like(w) / s_ref - w.sum() * (v.T @ uu) / s_ref**2
+        fresh = un.SpectralNorm(jnp.asarray(w), n_steps=2, key=4, param_dtype=jnp.float64)
+        got = jax.grad(lambda m: jnp.sum(un.load_params(fresh, {"weight": m})()))(jnp.asarray(w))
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-12)
+
+
+def test_frozen_spectral_norm_keeps_its_iterate_and_frozen_weight_norm_its_gain():
+    w = jnp.asarray(data((4, 3), seed=18))
+    sn = un.SpectralNorm(w).freeze()
+    u0 = np.asarray(sn.u.value)
+    sn(update_stats=True)
+    sn.train()()
+    np.testing.assert_array_equal(np.asarray(sn.u.value), u0)
+    sn.unfreeze()()
+    assert not np.array_equal(np.asarray(sn.u.value), u0)
+    wn = un.WeightNorm(w)
+
+    def gain_grad(layer):
+        g = jax.grad(lambda p: jnp.sum(jnp.sin(un.load_params(layer, p)())))(un.params(layer))
+        return float(jnp.abs(g["scale"]).sum())
+
+    assert gain_grad(wn) > 0 and gain_grad(wn.freeze(affine=True)) == 0.0

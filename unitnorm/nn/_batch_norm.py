@@ -15,6 +15,7 @@ from jax import lax
 from unitnorm import _units, functional, init
 from unitnorm._moments import merge
 from unitnorm.nn._base import Module
+from unitnorm.nn._freeze import Freezable
 from unitnorm.state import BatchState, NormalizationParamState, State
 
 __all__ = ["BatchNorm0d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
@@ -270,14 +271,12 @@ def _attach(mantissa: Any, unit: Any, kind: str) -> Any:
     return u.Quantity(mantissa, unit=unit) if kind == "quantity" else mantissa
 
 
-class _BatchNorm(Module):
+class _BatchNorm(Freezable, Module):
     num_spatial_dims: int = 0
     # options of issue 12; class defaults so that layers saved before them still load
     debias: bool = False
     virtual_batch_size: int | None = None
     param_dtype: Any = None
-    frozen: bool = False
-    frozen_affine: bool = False
 
     def __init__(
         self,
@@ -498,8 +497,7 @@ class _BatchNorm(Module):
         out_dtype: Any,
     ) -> tuple[Any, Any, Any]:
         """Run the jitted batch-norm core with this layer's configuration (both call paths)."""
-        if self.frozen_affine and scale is not None:
-            scale, bias = lax.stop_gradient(scale), lax.stop_gradient(bias)
+        scale, bias = self._frozen_affine(scale, bias)
         momentum = self._momentum_now(rm)
         limits = self._renorm_limits() if training and self.track_running_stats else None
         ghosts = None
@@ -585,60 +583,12 @@ class _BatchNorm(Module):
             n = n.astype(jnp.float32)
             self.num_batches_tracked.value = n + (1 if ok is None else jnp.asarray(ok).astype(jnp.float32))
 
-    # -- freezing ---------------------------------------------------------------
-    def freeze(self, affine: bool = False) -> _BatchNorm:
-        """Freeze the running statistics (and, with ``affine=True``, scale and bias); returns the layer.
-
-        A frozen layer normalizes with its running statistics and never updates
-        them, whatever the mode: :meth:`train`, ``training=True`` on a call and
-        brainstate's ``fit`` flag do not change that (a parent that switches its
-        children to training mode leaves them frozen). ``scale`` and ``bias``
-        stay trainable unless ``affine=True``, which stops their gradient.
-
-        Parameters
-        ----------
-        affine : bool, default False
-            Also freeze ``scale`` and ``bias`` (their gradient is zero).
-
-        Returns
-        -------
-        layer
-            This layer.
-
-        Raises
-        ------
-        ValueError
-            For a layer without running statistics (``track_running_stats=False``).
-
-        See Also
-        --------
-        unfreeze
-
-        Examples
-        --------
-        >>> import jax.numpy as jnp, unitnorm as un
-        >>> layer = un.BatchNorm0d(2).freeze()
-        >>> x = jnp.array([[1., 2.], [3., 4.]])
-        >>> y = layer.train()(x, training=True)  # running statistics 0 and 1: y is x
-        >>> layer.running_mean.value.tolist(), bool(jnp.allclose(y, x, atol=1e-4))
-        ([0.0, 0.0], True)
-        """
+    def _check_freezable(self) -> None:
         if not self.track_running_stats:
             raise ValueError(
                 f"{type(self).__name__}: freeze() uses the running statistics, and this layer has none "
                 "(track_running_stats=False)"
             )
-        self.frozen, self.frozen_affine = True, bool(affine)
-        return self
-
-    def unfreeze(self) -> _BatchNorm:
-        """Undo :meth:`freeze`: the mode decides again, and scale and bias train; returns the layer."""
-        self.frozen, self.frozen_affine = False, False
-        return self
-
-    def _is_training(self, training: bool | None) -> bool:
-        mode = super()._is_training(training)
-        return False if self.frozen else mode
 
     def _load_field(self, who: str, key: str, value: Any, old: Any, ref: Any) -> Any:
         # migration: a checkpoint from before the per-feature count holds one count for all features

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from unitnorm import _units, functional, init
 from unitnorm.nn._base import Module
 from unitnorm.nn._batch_norm import _size, check_affine_units, check_epsilon, check_in_unit, make_affine
+from unitnorm.nn._freeze import Freezable
 from unitnorm.state import NormalizationParamState
 
 __all__ = ["GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
@@ -42,7 +43,7 @@ def _shifted(axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(a + 1 for a in axes)
 
 
-class _SampleNorm(Module):
+class _SampleNorm(Freezable, Module):
     """Shared machinery: configuration checks, the shape rule, units, the call."""
 
     _rms: bool = False
@@ -314,7 +315,7 @@ class _WeightNorm(_SampleNorm):
     def _affine(self) -> tuple[Any, Any]:
         if self.weight is None:
             return None, None
-        return self.weight.value.get("scale"), self.weight.value.get("bias")
+        return self._frozen_affine(self.weight.value.get("scale"), self.weight.value.get("bias"))
 
 
 class LayerNorm(_WeightNorm):
@@ -593,7 +594,7 @@ class RMSNorm(_SampleNorm):
         return self.scale
 
     def _affine(self) -> tuple[Any, Any]:
-        return (None if self.scale is None else self.scale.value.get("scale")), None
+        return self._frozen_affine(None if self.scale is None else self.scale.value.get("scale"), None)
 
 
 class GroupNorm(_WeightNorm):

@@ -13,6 +13,7 @@ from jax import lax
 from unitnorm import _units, functional, init
 from unitnorm.nn._base import Module
 from unitnorm.nn._batch_norm import check_epsilon
+from unitnorm.nn._freeze import Freezable
 from unitnorm.state import BatchState, ParamState
 
 __all__ = ["SpectralNorm", "WeightNorm"]
@@ -48,7 +49,7 @@ def _holder_get(obj: Any, part: str) -> Any:
     return getattr(obj, part)
 
 
-class _Wrapper(Module):
+class _Wrapper(Freezable, Module):
     """Holds the weight (``weight`` State) or a layer and the path of its parameter."""
 
     layer_instance: Any = None
@@ -493,7 +494,7 @@ class WeightNorm(_Wrapper):
         out = w * lax.rsqrt(jnp.sum(w * w, axis=raxes, keepdims=True) + eps)
         out_unit = _units.UNITLESS
         if self.use_scale:
-            s, out_unit = _units.split(self.scale.value)
+            s, out_unit = _units.split(self._frozen_affine(self.scale.value)[0])
             bshape = tuple(m.shape[a] if a in self.feature_axes else 1 for a in range(m.ndim))
             out = out * s.astype(cdt).reshape(bshape)
         dtype = self.dtype or jnp.promote_types(m.dtype, self.param_dtype if self.use_scale else m.dtype)
