@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import warnings
 
 import brainunit as u
 import hypothesis.strategies as st
@@ -293,3 +294,92 @@ def test_frozen_spectral_norm_keeps_its_iterate_and_frozen_weight_norm_its_gain(
         return float(jnp.abs(g["scale"]).sum())
 
     assert gain_grad(wn) > 0 and gain_grad(wn.freeze(affine=True)) == 0.0
+
+
+def low_eps(*dtypes):
+    return max(float(np.finfo(np.dtype(d)).eps) for d in dtypes)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16])
+@pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.float16])
+@pytest.mark.parametrize("n_steps", [1, 10])
+@pytest.mark.parametrize("update_stats", [True, False])
+def test_spectral_norm_inside_a_sequential_equals_flax_across_dtypes(
+    dtype, param_dtype, n_steps, update_stats
+):
+    def make(rngs):
+        return nnx.Sequential(
+            nnx.Linear(5, 4, dtype=dtype, param_dtype=param_dtype, rngs=rngs),
+            nnx.relu,
+            nnx.BatchNorm(
+                4, dtype=dtype, param_dtype=param_dtype, use_running_average=not update_stats, rngs=rngs
+            ),
+        )
+
+    rngs = nnx.Rngs(42)
+    theirs = nnx.SpectralNorm(
+        make(rngs),
+        n_steps=n_steps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        update_stats=update_stats,
+        rngs=rngs,
+    )
+    rngs = nnx.Rngs(42)
+    seq = make(rngs)
+    ours = un.SpectralNorm(
+        seq,
+        param="layers.0.kernel",
+        n_steps=n_steps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        update_stats=update_stats,
+        key=rngs.params(),
+    )
+    u_path = ("layers", 0, "kernel", "u")
+    u0 = np.asarray(theirs.batch_stats[u_path][...])
+    np.testing.assert_array_equal(np.asarray(ours.u.value), u0)
+    x = jax.random.normal(jax.random.key(0), (10, 5))
+    with warnings.catch_warnings():  # flax writes a float16 kernel into its float32 Param with a scatter
+        warnings.filterwarnings("ignore", "scatter inputs have incompatible types", FutureWarning)
+        y_f = np.asarray(theirs(x), np.float64)
+    y_o = np.asarray(ours(x), np.float64)
+    eps = low_eps(dtype, param_dtype)
+    # flax runs the power iteration in the parameters' dtype, we in float32 or wider: the outputs
+    # differ by the rounding of the lower precision, amplified by the batch norm's 1/std
+    np.testing.assert_allclose(y_o, y_f, atol=64 * 5 * eps * max(1.0, np.abs(y_f).max()), rtol=0)
+    u_f = np.asarray(theirs.batch_stats[u_path][...], np.float64)
+    s_f = float(theirs.batch_stats[("layers", 0, "kernel", "sigma")][...])
+    if update_stats:
+        np.testing.assert_allclose(np.asarray(ours.u.value, np.float64), u_f, atol=32 * eps, rtol=0)
+        np.testing.assert_allclose(float(ours.sigma.value), s_f, rtol=32 * eps)
+    else:
+        np.testing.assert_array_equal(np.asarray(ours.u.value), u0)
+        assert float(ours.sigma.value) == s_f == 1.0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16])
+@pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.float16])
+@pytest.mark.parametrize("scale", [1.0, 10.0, 0.5])
+def test_weight_norm_around_a_dense_layer_equals_flax_across_dtypes(dtype, param_dtype, scale):
+    make = lambda rngs: nnx.Linear(8, 4, dtype=dtype, param_dtype=param_dtype, rngs=rngs)  # noqa: E731
+    rngs = nnx.Rngs(42)
+    theirs = nnx.WeightNorm(
+        make(rngs),
+        scale_init=nnx.initializers.constant(scale),
+        feature_axes=-1,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+    dense = make(nnx.Rngs(42))
+    ours = un.WeightNorm(
+        dense, scale_init=un.init.Constant(scale), feature_axes=-1, dtype=dtype, param_dtype=param_dtype
+    )
+    np.testing.assert_array_equal(np.asarray(ours.scale.value), np.asarray(theirs.scales[("kernel",)]))
+    x = jax.random.normal(jax.random.key(0), (10, 8))
+    y_f, y_o = np.asarray(theirs(x), np.float64), np.asarray(ours(x), np.float64)
+    eps = low_eps(dtype, param_dtype)
+    np.testing.assert_allclose(
+        y_o, y_f, atol=16 * 8 * eps * scale * max(1.0, np.abs(np.asarray(x)).max()), rtol=0
+    )

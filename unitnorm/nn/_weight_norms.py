@@ -46,6 +46,8 @@ def _put(obj: Any, value: Any) -> None:
 def _holder_get(obj: Any, part: str) -> Any:
     if isinstance(obj, dict):
         return obj[part]
+    if isinstance(obj, (list, tuple)) and part.isdigit():  # 'layers.0.kernel' in a Sequential
+        return obj[int(part)]
     return getattr(obj, part)
 
 
