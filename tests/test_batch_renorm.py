@@ -226,3 +226,13 @@ def test_brainstate_states_and_fit_flag():
     with brainstate.environ.context(fit=True):
         f(x)
     assert np.all(np.asarray(layer.running_mean.value.mantissa) != 0.0)
+
+
+def test_strict_promotion_modes():
+    x = jnp.asarray(data((6, 4, 3), seed=13), jnp.float32)
+    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+        layer = un.BatchRenorm1d((4, 3), r_max=lambda t: 1 + t, d_max=2.0, debias=True, virtual_batch_size=3)
+        y_eager = layer(x)
+        y_jit, layer = jax.jit(lambda layer, x: (layer(x), layer))(layer, x)
+        layer.freeze(affine=True)(x, mask=x > 0)
+    assert y_eager.dtype == y_jit.dtype == jnp.float32 and float(layer.num_steps.value) == 2.0

@@ -383,3 +383,10 @@ def test_weight_norm_around_a_dense_layer_equals_flax_across_dtypes(dtype, param
     np.testing.assert_allclose(
         y_o, y_f, atol=16 * 8 * eps * scale * max(1.0, np.abs(np.asarray(x)).max()), rtol=0
     )
+
+
+def test_strict_promotion_modes():
+    w = jnp.asarray(data((4, 3), seed=19))
+    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+        outs = [un.SpectralNorm(w)(), un.WeightNorm(w)(), un.SpectralNorm(w * u.mV, epsilon=1e-9 * u.mV**2)()]
+    assert all(o.dtype == jnp.float32 for o in outs)

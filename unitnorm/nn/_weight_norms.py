@@ -188,6 +188,15 @@ class _Wrapper(Freezable, Module):
         return float((self.epsilon * self.epsilon_unit).to_decimal(unit**2))
 
 
+def _wider(*dtypes: Any) -> Any:
+    """The widest of floating dtypes, without jax's promotion (which strict mode refuses for bf16/f32)."""
+    dts = {jnp.dtype(d) for d in dtypes}
+    if len(dts) == 1:
+        return dts.pop()
+    bits = max(jnp.finfo(d).bits for d in dts)
+    return jnp.dtype(jnp.float32) if bits <= 16 else next(d for d in dts if jnp.finfo(d).bits == bits)
+
+
 def _l2_normalize(v: Any, eps: Any) -> Any:
     return v * lax.rsqrt(jnp.sum(v * v, keepdims=True) + eps)
 
@@ -349,7 +358,7 @@ class SpectralNorm(_Wrapper):
         if flat is None or self.n_steps < 1 or "u" not in self._state_names:
             return value
         eps = self._eps(unit)
-        cdt = jnp.promote_types(functional.stats_dtype(m.dtype), self.u.value.dtype)
+        cdt = _wider(functional.stats_dtype(m.dtype), self.u.value.dtype)
         w = m.reshape(flat).astype(cdt)
         uu = jnp.asarray(self.u.value).astype(cdt)
         if uu.shape != (1, flat[1]):
@@ -499,7 +508,7 @@ class WeightNorm(_Wrapper):
             s, out_unit = _units.split(self._frozen_affine(self.scale.value)[0])
             bshape = tuple(m.shape[a] if a in self.feature_axes else 1 for a in range(m.ndim))
             out = out * s.astype(cdt).reshape(bshape)
-        dtype = self.dtype or jnp.promote_types(m.dtype, self.param_dtype if self.use_scale else m.dtype)
+        dtype = self.dtype or _wider(m.dtype, self.param_dtype if self.use_scale else m.dtype)
         return _units.restore(out.astype(dtype), out_unit)
 
 
