@@ -189,7 +189,7 @@ class _Wrapper(Freezable, Module):
 
 
 def _wider(*dtypes: Any) -> Any:
-    """The widest of floating dtypes, without jax's promotion (which strict mode refuses for bf16/f32)."""
+    """Return the widest floating dtype, without jax's promotion (strict mode refuses bf16 with f32)."""
     dts = {jnp.dtype(d) for d in dtypes}
     if len(dts) == 1:
         return dts.pop()
