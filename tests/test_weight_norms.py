@@ -390,3 +390,38 @@ def test_strict_promotion_modes():
     with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
         outs = [un.SpectralNorm(w)(), un.WeightNorm(w)(), un.SpectralNorm(w * u.mV, epsilon=1e-9 * u.mV**2)()]
     assert all(o.dtype == jnp.float32 for o in outs)
+
+
+def test_a_failing_wrapped_layer_changes_no_state_and_keeps_its_weight():
+    class Broken:
+        def __init__(self):
+            self.kernel = jnp.asarray(data((3, 2), seed=20))
+
+        def __call__(self, x):
+            raise ValueError("broken layer")
+
+    layer = Broken()
+    kernel = np.asarray(layer.kernel)
+    sn = un.SpectralNorm(layer)
+    u0 = np.asarray(sn.u.value)
+    with pytest.raises(ValueError, match="broken layer"):
+        sn(jnp.ones((1, 3)))
+    np.testing.assert_array_equal(np.asarray(sn.u.value), u0)
+    np.testing.assert_array_equal(np.asarray(layer.kernel), kernel)
+
+
+def test_weight_norm_gradient_is_the_closed_form():
+    # d/dv sum(sin(g v / ||v||)) per column: g (c - (v . c) v / ||v||^2) / ||v||, c = cos(...)
+    with jax.enable_x64(True):
+        v = np.random.default_rng(21).normal(size=(4, 3))
+        g = np.array([0.5, 2.0, -1.0])
+        wn = un.WeightNorm(
+            jnp.asarray(v), scale_init=un.init.Constant(jnp.asarray(g)), param_dtype=jnp.float64
+        )
+        got = jax.grad(
+            lambda m: jnp.sum(jnp.sin(un.load_params(wn, {"weight": m, "scale": wn.scale.value})()))
+        )(jnp.asarray(v))
+        norm = np.linalg.norm(v, axis=0)
+        c = np.cos(g * v / norm)
+        want = g * (c - v * (v * c).sum(0) / norm**2) / norm
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12)

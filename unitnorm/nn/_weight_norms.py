@@ -347,16 +347,24 @@ class SpectralNorm(_Wrapper):
         Any
             The layer's output, or the normalized weight.
         """
-        return self._run(self.normalized(update_stats=update_stats), args, kwargs)
+        wn, commit = self._normalize(self._is_training(update_stats))
+        out = self._run(wn, args, kwargs)
+        commit()  # the layer ran: only now store the new iterate (a failed call changes no State)
+        return out
 
     def normalized(self, *, update_stats: bool | None = None) -> Any:
         """Return the normalized weight (``W / sigma``), updating ``u`` and ``sigma`` in training mode."""
-        update = self._is_training(update_stats)
+        wn, commit = self._normalize(self._is_training(update_stats))
+        commit()
+        return wn
+
+    def _normalize(self, update: bool) -> tuple[Any, Any]:
+        """Return the normalized weight and a function storing the new ``u`` and ``sigma`` (if ``update``)."""
         value = self._read()
         m, unit = _units.split(value)
         flat = self._matrix_shape(m.shape)
         if flat is None or self.n_steps < 1 or "u" not in self._state_names:
-            return value
+            return value, lambda: None
         eps = self._eps(unit)
         cdt = _wider(functional.stats_dtype(m.dtype), self.u.value.dtype)
         w = m.reshape(flat).astype(cdt)
@@ -373,10 +381,13 @@ class SpectralNorm(_Wrapper):
         sigma = (v @ w @ uu.T)[0, 0]
         wn = (w / jnp.where(sigma != 0, sigma, jnp.ones_like(sigma))).reshape(m.shape)
         wn = wn.astype(self.dtype or m.dtype)
-        if update:
-            self.u.value = uu.astype(self.u.value.dtype)
-            self.sigma.value = _units.restore(sigma.astype(_units.split(self.sigma.value)[0].dtype), unit)
-        return wn
+
+        def commit() -> None:
+            if update:
+                self.u.value = uu.astype(self.u.value.dtype)
+                self.sigma.value = _units.restore(sigma.astype(_units.split(self.sigma.value)[0].dtype), unit)
+
+        return wn, commit
 
 
 class WeightNorm(_Wrapper):
