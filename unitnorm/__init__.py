@@ -68,8 +68,10 @@ __all__ = [
     "NormalizationParamState",
     "ParamState",
     "RMSNorm",
+    "SpectralNorm",
     "State",
     "UnitError",
+    "WeightNorm",
     "functional",
     "init",
     "load",
@@ -79,7 +81,5 @@ __all__ = [
     "partition",
     "preprocessing",
     "save",
-    "SpectralNorm",
-    "WeightNorm",
     "weight_standardization",
 ]
