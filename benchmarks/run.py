@@ -56,6 +56,9 @@ GROUPS = {
     "layer_norm": "LayerNorm over channels, forward (jit)",
     "rms_norm": "RMSNorm over channels, forward (jit)",
     "group_norm": "GroupNorm, 8 groups, forward (jit)",
+    "bn_renorm": "BatchRenorm1d, training forward (jit); flax.nnx BatchNorm as the peer (no renorm there)",
+    "spectral_norm": "SpectralNorm of a (C, C) dense kernel, 1 power step, then x @ W + b (jit)",
+    "weight_norm": "WeightNorm of a (C, C) dense kernel, then x @ W + b (jit)",
 }
 PEERS = ("flax", "brainstate", "equinox", "torch")
 EPS = 1e-5
@@ -209,6 +212,25 @@ def unitnorm_cases(group: str, d: Data) -> list[Case]:
             Case("unitnorm layer (array)", "unitnorm", lambda: la(x)),
             Case("unitnorm layer (Quantity)", "unitnorm", lambda: lq(xq)),
         ]
+    elif group == "bn_renorm":
+        if not hasattr(un, "BatchRenorm1d"):
+            return []
+        ra, rq = un.BatchRenorm1d((L, C)), un.BatchRenorm1d((L, C), in_unit=mV)
+        cases += [
+            _jit_case("unitnorm BatchRenorm1d (array)", "unitnorm", step, ra, x),
+            _jit_case("unitnorm BatchRenorm1d (Quantity)", "unitnorm", step, rq, xq),
+            _jit_case(
+                "unitnorm BatchNorm1d (array), for scale", "reference", step, un.BatchNorm1d((L, C)), x
+            ),
+        ]
+    elif group in ("spectral_norm", "weight_norm"):
+        cls = getattr(un, "SpectralNorm" if group == "spectral_norm" else "WeightNorm", None)
+        if cls is None:
+            return []
+        w = jnp.asarray(np.random.default_rng(1).standard_normal((C, C), dtype=np.float32) / math.sqrt(C))
+        b = jnp.zeros(C)
+        dense = jax.jit(lambda wrapper, b, x: (x @ wrapper() + b, wrapper))
+        cases.append(_jit_case(f"unitnorm {cls.__name__} (array)", "unitnorm", dense, cls(w), b, x))
     elif group in ("layer_norm", "rms_norm", "group_norm"):
         cls_name = {"layer_norm": "LayerNorm", "rms_norm": "RMSNorm", "group_norm": "GroupNorm"}[group]
         cls = getattr(un, cls_name, None)
@@ -366,6 +388,17 @@ def flax_cases(group: str, d: Data) -> list[Case]:
     elif group == "bn_eager":
         bn = nnx.BatchNorm(C, epsilon=EPS, rngs=rngs)
         cases.append(Case("flax.nnx, eager", "flax", lambda: bn(x)))
+    elif group == "bn_renorm":
+        step, state = split_merge(nnx.BatchNorm(C, epsilon=EPS, rngs=rngs))
+        cases.append(_jit_case("flax.nnx BatchNorm, split/merge + jax.jit", "flax", step, state, x))
+    elif group in ("spectral_norm", "weight_norm"):
+        linear = nnx.Linear(C, C, rngs=rngs)
+        if group == "spectral_norm":
+            wrapped = nnx.SpectralNorm(linear, n_steps=1, rngs=rngs)
+        else:
+            wrapped = nnx.WeightNorm(linear, rngs=rngs)
+        step, state = split_merge(wrapped)
+        cases.append(_jit_case("flax.nnx, split/merge + jax.jit", "flax", step, state, x))
     elif group in ("layer_norm", "rms_norm", "group_norm"):
         make = {
             "layer_norm": lambda: nnx.LayerNorm(C, rngs=rngs),
@@ -798,6 +831,13 @@ def goals(
         r = _row(rows, "bn_donated", s, "unitnorm layer, x donated")
         if r and r.get("ratio_to_in_place_floor"):
             add("donated training forward / in-place floor", s, r["ratio_to_in_place_floor"], 2.0)
+        for group, impl, peer in (
+            ("spectral_norm", "unitnorm SpectralNorm (array)", "flax.nnx, split/merge + jax.jit"),
+            ("weight_norm", "unitnorm WeightNorm (array)", "flax.nnx, split/merge + jax.jit"),
+        ):
+            ours, theirs = _median(rows, group, s, impl), _median(rows, group, s, peer)
+            if ours and theirs:
+                add(f"{impl.split()[1]} / flax.nnx", s, ours / theirs, 1.05)
         un_e = _median(rows, "bn_eager", s, "unitnorm layer (array)")
         for peer, impl in (("flax.nnx", "flax.nnx, eager"), ("brainstate", "brainstate, eager")):
             p = _median(rows, "bn_eager", s, impl)

@@ -302,7 +302,7 @@ def test_signature_follows_brainstate(name):
     ours = list(inspect.signature(getattr(un, name).__init__).parameters.values())[1:]
     names = BRAINSTATE_NAMES[name]
     assert [p.name for p in ours[: len(names)]] == names
-    assert [p.name for p in ours[len(names) :]] == ["name", "in_unit"]
+    assert [p.name for p in ours[len(names) :]] == ["name", "in_unit", "param_dtype"]
     bst = pytest.importorskip("brainstate")
     theirs = list(inspect.signature(getattr(bst.nn, name).__init__).parameters.values())[1:]
     assert [p.name for p in theirs] == names

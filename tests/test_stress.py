@@ -45,6 +45,8 @@ def layers():
         cls = getattr(un, name)
         if not (isinstance(cls, type) and issubclass(cls, un.Module)) or cls is un.Module:
             continue
+        if getattr(cls, "wraps_weight", False):  # SpectralNorm, WeightNorm: tests/test_weight_norms.py
+            continue
         if hasattr(cls, "num_spatial_dims"):
             if cls.num_spatial_dims != 1:
                 continue
@@ -108,7 +110,9 @@ def test_constant_input_gives_zeros_or_finite_values(name):
         layer = LAYERS[name]()
         y = layer(jnp.full(SHAPE, value, jnp.float32))
         assert all_finite(y) and all_finite(layer), (name, value)
-        if name != "RMSNorm":  # centred norms: x - mean is exactly zero
+        # centred norms: x - mean is exactly zero (batch renormalization adds d, its pull towards
+        # the running mean, so its output is finite but not zero)
+        if name != "RMSNorm" and not name.startswith("BatchRenorm"):
             np.testing.assert_array_equal(np.asarray(y), 0.0)
 
 

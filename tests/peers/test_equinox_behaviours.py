@@ -261,11 +261,7 @@ def test_batch_norm_inference_without_training_steps():
 # SpectralNorm and WeightNorm
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="documented difference: docs/coming_from.rst, From equinox (no SpectralNorm/WeightNorm wrappers)",
-)
 @pytest.mark.parametrize("name", ["SpectralNorm", "WeightNorm"])
 def test_weight_reparametrization_wrappers(name):
+    # issue 12 added them; their behaviour is tested in tests/test_weight_norms.py
     assert callable(getattr(un, name))

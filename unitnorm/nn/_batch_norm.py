@@ -10,9 +10,12 @@ from typing import Any
 import brainunit as u
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from unitnorm import _units, functional, init
+from unitnorm._moments import merge_along
 from unitnorm.nn._base import Module
+from unitnorm.nn._freeze import Freezable
 from unitnorm.state import BatchState, NormalizationParamState, State
 
 __all__ = ["BatchNorm0d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
@@ -53,6 +56,155 @@ def check_in_unit(in_unit: Any, who: str) -> Any:
     raise TypeError(
         f"{who}: in_unit must be a brainunit Unit such as u.mV, got {type(in_unit).__name__} {in_unit!r}"
     )
+
+
+def check_virtual_batch_size(size: Any, who: str) -> int | None:
+    """Accept ``None`` or an int >= 2 as a ghost-batch size."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, (int, jnp.integer)):
+        raise TypeError(
+            f"{who}: virtual_batch_size must be an int >= 2 or None, got {type(size).__name__} {size!r}"
+        )
+    if int(size) < 2:
+        raise ValueError(f"{who}: virtual_batch_size must be >= 2 (statistics need 2 values), got {size}")
+    return int(size)
+
+
+def ghost_parts(batch: int, size: int, who: str) -> tuple[tuple[int, int], ...]:
+    """Split a batch into ``(number, size)`` groups of virtual batches: full ones, then the leftover."""
+    full, rest = divmod(batch, size)
+    if rest == 1:
+        raise ValueError(
+            f"{who}: a batch of {batch} leaves 1 sample after virtual batches of {size}; statistics need "
+            f"2 or more: use a batch size that leaves 0 or >= 2 (e.g. {batch - 1} or {batch + 1})"
+        )
+    return tuple(p for p in ((full, size), (1, rest)) if p[0] and p[1])
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "raxes",
+        "faxes",
+        "fast",
+        "axis_name",
+        "groups",
+        "out_dtype",
+        "ghosts",
+        "renorm",
+        "has_running",
+    ),  # fmt: skip
+)
+def train_step(
+    m: Any,
+    rm: Any,
+    rv: Any,
+    scale: Any,
+    bias: Any,
+    mask: Any,
+    momentum: Any,
+    eps: Any,
+    r_max: Any,
+    d_max: Any,
+    *,
+    raxes: tuple[int, ...],
+    faxes: tuple[int, ...],
+    fast: bool,
+    axis_name: Any,
+    groups: Any,
+    out_dtype: Any,
+    ghosts: tuple[tuple[int, int], ...] | None,
+    renorm: bool,
+    has_running: bool,
+) -> tuple[Any, Any, Any, Any]:
+    """Run a training step with ghost batches and/or batch renormalization (jit-compiled per configuration).
+
+    Without ghost batches the whole batch is one part. Each part (a stack of
+    ``number`` virtual batches of ``size`` samples along axis 0) is normalized
+    with its own statistics; their moments are merged (``_moments.merge``) into
+    the batch's for the running statistics. Batch renormalization (Ioffe 2017)
+    multiplies the normalized part by ``r = clip(sigma_B / sigma, 1/r_max,
+    r_max)`` and adds ``d = clip((mu_B - mu) / sigma, -d_max, d_max)``, with
+    ``sigma = sqrt(running_var + eps)``; r and d are constants to the gradient.
+    Returns ``(y, running_mean, running_var, count)`` like
+    :func:`unitnorm.functional.batch_norm_mantissa` (``count`` only under a mask).
+    """
+    fshape = tuple(m.shape[a] for a in faxes)
+    parts = []
+    if ghosts is None:
+        parts.append((m, mask, raxes, faxes, scale, bias, rm, rv))
+    else:
+        start = 0
+        # axis 0 splits into (number, size): statistics per virtual batch, over its samples
+        r1 = tuple(sorted({1, *(a + 1 for a in raxes if a != 0)}))
+        f1 = (0, *(a + 1 for a in faxes))
+        for number, size in ghosts:
+            stop = start + number * size
+            shape = (number, size, *m.shape[1:])
+            part = m[start:stop].reshape(shape)
+            pmask = None if mask is None else mask[start:stop].reshape(shape)
+            gshape = (number, *fshape)
+
+            def stack(v: Any, gshape: Any = gshape) -> Any:
+                return None if v is None else jnp.broadcast_to(v, gshape)
+
+            parts.append((part, pmask, r1, f1, stack(scale), stack(bias), stack(rm), stack(rv)))
+            start = stop
+    ys, counts, means, m2s = [], [], [], []
+    for part, pmask, r, f, sc, bi, prm, prv in parts:
+        if renorm:
+            mb, vb = functional.moments(
+                part, r, pmask, use_fast_variance=fast, axis_name=axis_name, axis_index_groups=groups
+            )
+            mb, vb = lax.stop_gradient(mb), lax.stop_gradient(vb)
+            r_lim, d_lim = jnp.asarray(r_max, mb.dtype), jnp.asarray(d_max, mb.dtype)
+            sigma = jnp.sqrt(prv + eps)
+            rr = jnp.clip(jnp.sqrt(vb + eps) / sigma, 1 / r_lim, r_lim).astype(mb.dtype)
+            dd = jnp.clip((mb - prm) / sigma, -d_lim, d_lim).astype(mb.dtype)
+            if sc is None:
+                sc, bi = rr, dd
+            else:
+                sc_s, bi_s = sc.astype(mb.dtype), bi.astype(mb.dtype)  # explicit: strict promotion
+                sc, bi = (rr * sc_s).astype(sc.dtype), (dd * sc_s + bi_s).astype(bi.dtype)
+        y, mean, var = functional.batch_normalize_mantissa(
+            part,
+            sc,
+            bi,
+            pmask,
+            eps,
+            reduction_axes=r,
+            feature_axes=f,
+            use_fast_variance=fast,
+            axis_name=axis_name,
+            axis_index_groups=groups,
+            out_dtype=out_dtype,
+        )
+        ys.append(y.reshape((-1, *m.shape[1:])) if ghosts is not None else y)
+        if pmask is None:
+            count = jnp.full(mean.shape, math.prod(part.shape[a] for a in r), mean.dtype)
+            if axis_name is not None:
+                count = functional.sum_across(count, axis_name, groups)
+        else:
+            count = jnp.sum(pmask, axis=r, dtype=mean.dtype)
+            if axis_name is not None:
+                count = functional.sum_across(count, axis_name, groups)
+        mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)
+        m2 = jnp.where(count > 0, var * count, 0).astype(mean.dtype)
+        counts.append(count.reshape((-1, *fshape)))
+        means.append(mean.reshape((-1, *fshape)))
+        m2s.append(m2.reshape((-1, *fshape)))
+    y = ys[0] if len(ys) == 1 else jnp.concatenate(ys)
+    count, mean, m2 = merge_along(*(jnp.concatenate(v) for v in (counts, means, m2s)))
+    masked_count = None if mask is None else count
+    if not has_running:
+        return y, rm, rv, masked_count
+    var = jnp.where(count > 0, m2 / jnp.maximum(count, 1), jnp.nan).astype(mean.dtype)
+    mean = jnp.where(count > 0, mean, jnp.nan).astype(mean.dtype)
+    momentum = jnp.asarray(momentum, rm.dtype)
+    new_mean = momentum * rm + (1 - momentum) * mean.astype(rm.dtype)
+    new_var = momentum * rv + (1 - momentum) * var.astype(rv.dtype)
+    return y, new_mean, new_var, masked_count
 
 
 def make_affine(spec: Any, shape: tuple[int, ...], dtype: Any, who: str, what: str) -> Any:
@@ -112,8 +264,12 @@ def _attach(mantissa: Any, unit: Any, kind: str) -> Any:
     return u.Quantity(mantissa, unit=unit) if kind == "quantity" else mantissa
 
 
-class _BatchNorm(Module):
+class _BatchNorm(Freezable, Module):
     num_spatial_dims: int = 0
+    # options of issue 12; class defaults so that layers saved before them still load
+    debias: bool = False
+    virtual_batch_size: int | None = None
+    param_dtype: Any = None
 
     def __init__(
         self,
@@ -135,6 +291,9 @@ class _BatchNorm(Module):
         mean_type: type = BatchState,
         in_unit: Any = None,
         nan_policy: str = "propagate",
+        debias: bool = False,
+        virtual_batch_size: int | None = None,
+        param_dtype: Any = None,
     ):
         who = type(self).__name__
         self.in_size = _size(in_size, who)
@@ -161,12 +320,25 @@ class _BatchNorm(Module):
         if self.in_unit is not None and self.epsilon_unit is not None:
             self._check_epsilon_unit(self.in_unit)
         self.training = True
+        self.debias = bool(debias)
+        if self.debias and (momentum is None or momentum == 1.0):
+            raise ValueError(
+                f"{who}: debias=True corrects an exponential average and needs a momentum in [0, 1), "
+                f"got momentum={momentum!r} (momentum=None is already the exact cumulative average)"
+            )
+        self.virtual_batch_size = check_virtual_batch_size(virtual_batch_size, who)
+        self.param_dtype = functional.check_dtype(param_dtype, who)
+        if self.param_dtype is not None and not jnp.issubdtype(self.param_dtype, jnp.inexact):
+            raise TypeError(
+                f"{who}: param_dtype must be a floating dtype such as jnp.float32, got {param_dtype!r}"
+            )
 
         fshape = self.feature_shape
         names = []
         self.weight = None
         if self.affine:
             pdt = self.dtype if self.dtype is not None and jnp.issubdtype(self.dtype, jnp.floating) else None
+            pdt = self.param_dtype if self.param_dtype is not None else pdt
             scale = make_affine(scale_initializer, fshape, pdt, who, "scale_initializer:")
             bias = make_affine(bias_initializer, fshape, pdt, who, "bias_initializer:")
             check_affine_units(scale, bias, who)
@@ -174,14 +346,15 @@ class _BatchNorm(Module):
             names.append("weight")
         self.running_mean = self.running_var = None
         if self.track_running_stats:
-            sdt = functional.stats_dtype(self.dtype or jnp.float32)
+            sdt = functional.stats_dtype(self.param_dtype or self.dtype or jnp.float32)
             unit = self.in_unit or _units.UNITLESS
             self.running_mean = mean_type(_units.restore(jnp.zeros(fshape, sdt), unit))
             self.running_var = mean_type(_units.restore(jnp.ones(fshape, sdt), unit**2))
             names += ["running_mean", "running_var"]
-            if self.momentum is None:
-                # float32 (exact to 2**24 batches), so that jax.grad accepts the layer as a whole
-                self.num_batches_tracked = mean_type(jnp.zeros((), jnp.float32))
+            if self.momentum is None or self.debias:
+                # one count per feature (batches that gave the feature a value); float32 (exact to
+                # 2**24 batches), so that jax.grad accepts the layer as a whole
+                self.num_batches_tracked = mean_type(jnp.zeros(fshape, jnp.float32))
                 names.append("num_batches_tracked")
         self._state_names = tuple(names)
 
@@ -317,10 +490,35 @@ class _BatchNorm(Module):
         out_dtype: Any,
     ) -> tuple[Any, Any, Any, Any]:
         """Run the jitted batch-norm core with this layer's configuration (both call paths)."""
-        momentum = self.momentum
-        if momentum is None and self.track_running_stats:
-            n = self.num_batches_tracked.value
-            momentum = n / (n + 1)
+        scale, bias = self._frozen_affine(scale, bias)
+        momentum = self._momentum_now(rm)
+        limits = self._renorm_limits() if training and self.track_running_stats else None
+        ghosts = None
+        if training and self.virtual_batch_size is not None and m.ndim > len(self.in_size):
+            ghosts = ghost_parts(m.shape[0], self.virtual_batch_size, type(self).__name__)
+        if training and (ghosts is not None or limits is not None):
+            r_max, d_max = limits if limits is not None else (None, None)
+            return train_step(
+                m,
+                rm,
+                rv,
+                scale,
+                bias,
+                mask,
+                momentum,
+                eps,
+                r_max,
+                d_max,
+                raxes=raxes,
+                faxes=faxes,
+                fast=self.use_fast_variance,
+                axis_name=self.axis_name,
+                groups=self.axis_index_groups,
+                out_dtype=jnp.dtype(out_dtype),
+                ghosts=ghosts,
+                renorm=limits is not None,
+                has_running=self.track_running_stats,
+            )
         return functional.batch_norm_mantissa(
             m,
             rm,
@@ -340,12 +538,56 @@ class _BatchNorm(Module):
             out_dtype=out_dtype,
         )
 
-    def _write_running(self, mean: Any, var: Any) -> None:
-        """Store updated running statistics (already in the reference unit) and count the batch."""
+    def _renorm_limits(self) -> tuple[Any, Any] | None:
+        """``(r_max, d_max)`` for this step in batch renormalization; ``None`` for batch normalization."""
+        return None
+
+    def _counted(self) -> bool:
+        return self.track_running_stats and (self.momentum is None or self.debias)
+
+    def _momentum_now(self, rm: Any) -> Any:
+        """Return this step's momentum: per feature for the cumulative average and the debiased EMA.
+
+        With ``n`` the batches a feature has counted so far, ``momentum=None``
+        gives ``n / (n + 1)`` (each batch weighted equally) and ``debias=True``
+        gives ``1 - (1 - m) / (1 - m**(n + 1))``, which keeps the running value
+        equal to Adam's bias-corrected average ``sum_i (1 - m) m**(t - i) b_i /
+        (1 - m**t)``: the initial values drop out, and after one step the
+        running statistics are that step's.
+        """
+        if not self._counted():
+            return self.momentum
+        dt = rm.dtype
+        n = jnp.broadcast_to(jnp.asarray(self.num_batches_tracked.value), self.feature_shape).astype(dt)
+        if self.momentum is None:
+            return n / (n + 1)
+        a = jnp.asarray(self.momentum, dt)
+        return 1 - (1 - a) / (1 - a**n * a)
+
+    def _write_running(self, mean: Any, var: Any, ok: Any = None) -> None:
+        """Store updated running statistics (already in the reference unit) and count the batch.
+
+        ``ok`` (per feature, or ``None`` for all) says which features this batch counted for.
+        """
         self.running_mean.value = mean
         self.running_var.value = var
-        if self.momentum is None:
-            self.num_batches_tracked.value = self.num_batches_tracked.value + 1
+        if self._counted():
+            n = jnp.broadcast_to(jnp.asarray(self.num_batches_tracked.value), self.feature_shape)
+            n = n.astype(jnp.float32)
+            self.num_batches_tracked.value = n + (1 if ok is None else jnp.asarray(ok).astype(jnp.float32))
+
+    def _check_freezable(self) -> None:
+        if not self.track_running_stats:
+            raise ValueError(
+                f"{type(self).__name__}: freeze() uses the running statistics, and this layer has none "
+                "(track_running_stats=False)"
+            )
+
+    def _load_field(self, who: str, key: str, value: Any, old: Any, ref: Any) -> Any:
+        # migration: a checkpoint from before the per-feature count holds one count for all features
+        if key == "num_batches_tracked" and not _units.is_quantity(value) and jnp.ndim(value) == 0:
+            value = jnp.broadcast_to(jnp.asarray(value, jnp.float32), jnp.shape(old))
+        return super()._load_field(who, key, value, old, ref)
 
     def _stat(self, state: Any, ref: Any, power: int) -> Any:
         value = state.value
@@ -420,6 +662,7 @@ class _BatchNorm(Module):
             m, rm, rv, scale, bias, mask, eps, training, raxes, faxes, out_dtype
         )
         functional.check_batch_counts(count, who)
+        ok = None
         if self.track_running_stats and training:
             # features with fewer than 2 counted values (or, traced under 'raise', a non-finite one)
             # keep their stats
@@ -431,7 +674,7 @@ class _BatchNorm(Module):
                 new_var = functional.keep_where_not(ok, new_var, rv)
         # every check passed and the math ran: now, and only now, write state
         if self.track_running_stats and training:
-            self._write_running(_units.restore(new_mean, ref), _units.restore(new_var, ref**2))
+            self._write_running(_units.restore(new_mean, ref), _units.restore(new_var, ref**2), ok)
         elif self.track_running_stats and self.in_unit is None and not ref.is_unitless:
             self.running_mean.value = _units.restore(rm, ref)
             self.running_var.value = _units.restore(rv, ref**2)
@@ -457,9 +700,12 @@ _COMMON_DOC = """
     momentum : float or None, default 0.99
         ``new = momentum * old + (1 - momentum) * batch`` (brainstate/flax;
         PyTorch's 0.1 is 0.9 here). ``None`` keeps the exact cumulative average,
-        counting batches in ``num_batches_tracked`` (one count for all features:
-        a batch in which a mask or ``nan_policy='omit'`` left a feature without
-        values leaves that feature's statistics as they were but still counts).
+        counting batches per feature in ``num_batches_tracked`` (shape of the
+        features): a batch in which a mask or ``nan_policy='omit'`` left a
+        feature without values leaves that feature's statistics and count as
+        they were. (Before version 0.2 it was one count for all features;
+        :meth:`load_state_dict` and :func:`unitnorm.load` with ``into=`` spread
+        such a saved scalar count over the features.)
     affine : bool, default True
         Learn ``scale`` and ``bias``, held in ``weight.value``.
     bias_initializer, scale_initializer : initializer, default Constant(0.), Constant(1.)
@@ -494,6 +740,24 @@ _COMMON_DOC = """
         wrapped with ``checkify.checkify``) and a feature holding a non-finite
         value keeps its running statistics. The call's ``nan_policy=``
         overrides it for one call.
+    debias : bool, default False
+        Correct the exponential average's bias towards its initial values as
+        Adam does: the running statistics hold ``sum_i (1 - m) m**(t - i) b_i /
+        (1 - m**t)`` over the ``t`` batches each feature has counted (kept in
+        ``num_batches_tracked``), so evaluation after one step uses that step's
+        statistics. Needs a momentum in ``[0, 1)``.
+    virtual_batch_size : int, optional
+        Ghost batches: in training, the batch axis is cut into consecutive
+        virtual batches of this many samples, each normalized with its own
+        statistics; a last, smaller one is allowed when it has 2 or more
+        samples (1 is a ``ValueError`` at trace time). The running statistics
+        are updated once per call with the statistics of the whole batch,
+        merged exactly from the virtual batches'. Evaluation (and an input
+        without a batch axis) is unaffected.
+    param_dtype : dtype, optional
+        dtype of ``scale``, ``bias`` and the running statistics (at least
+        float32 for the statistics), apart from the output ``dtype``: e.g.
+        bfloat16 activations with float32 parameters. Default: as ``dtype``.
 
     Attributes
     ----------
@@ -529,7 +793,8 @@ _COMMON_DOC = """
     get the same output for data written in V and in mV.
 
     The layer starts in training mode; ``training=`` on a call overrides the
-    mode set by :meth:`train` / :meth:`eval` for that call.
+    mode set by :meth:`train` / :meth:`eval` for that call. :meth:`freeze`
+    overrides all of them: a frozen layer evaluates.
 
     **A batch of one.** Batch statistics need more than one value per feature,
     counted after the reduction across ``axis_name``: one sample on each of

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from unitnorm import _units, functional, init
 from unitnorm.nn._base import Module
 from unitnorm.nn._batch_norm import _size, check_affine_units, check_epsilon, check_in_unit, make_affine
+from unitnorm.nn._freeze import Freezable
 from unitnorm.state import NormalizationParamState
 
 __all__ = ["GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
@@ -42,7 +43,7 @@ def _shifted(axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(a + 1 for a in axes)
 
 
-class _SampleNorm(Module):
+class _SampleNorm(Freezable, Module):
     """Shared machinery: configuration checks, the shape rule, units, the call."""
 
     _rms: bool = False
@@ -139,7 +140,19 @@ class _SampleNorm(Module):
             self._form = "sample"
         return seq
 
+    param_dtype: Any = None
+
+    def _set_param_dtype(self, param_dtype: Any) -> None:
+        """``param_dtype``: the parameters' dtype apart from the output ``dtype`` (default: as ``dtype``)."""
+        who = type(self).__name__
+        dtype = functional.check_dtype(param_dtype, who)
+        if dtype is not None and not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(f"{who}: param_dtype must be a floating dtype such as jnp.float32, got {dtype}")
+        self.param_dtype = dtype
+
     def _param_dtype(self) -> Any:
+        if self.param_dtype is not None:
+            return self.param_dtype
         return self.dtype if self.dtype is not None and jnp.issubdtype(self.dtype, jnp.floating) else None
 
     def _make_weight(
@@ -302,7 +315,7 @@ class _WeightNorm(_SampleNorm):
     def _affine(self) -> tuple[Any, Any]:
         if self.weight is None:
             return None, None
-        return self.weight.value.get("scale"), self.weight.value.get("bias")
+        return self._frozen_affine(self.weight.value.get("scale"), self.weight.value.get("bias"))
 
 
 class LayerNorm(_WeightNorm):
@@ -342,6 +355,9 @@ class LayerNorm(_WeightNorm):
         One-pass shifted variance (accurate far from zero) or two passes.
     dtype : dtype, optional
         Output (and parameter) dtype; default: the input's floating dtype.
+    param_dtype : dtype, optional
+        dtype of the parameters (e.g. float32 with bfloat16 activations);
+        default: as ``dtype``.
     param_type : type, default NormalizationParamState
         The class holding ``weight``.
     name : str, optional
@@ -428,10 +444,12 @@ class LayerNorm(_WeightNorm):
         param_type: type = NormalizationParamState,
         name: str | None = None,
         in_unit: Any = None,
+        param_dtype: Any = None,
     ):
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
+        self._set_param_dtype(param_dtype)
         self.reduction_axes = self._canonical(
             self._reduction_spec(reduction_axes),
             len(self.in_size),
@@ -465,6 +483,9 @@ class RMSNorm(_SampleNorm):
         squared; a Quantity must have the input unit's squared dimension.
     dtype : dtype, optional
         Output (and parameter) dtype; default: the input's floating dtype.
+    param_dtype : dtype, optional
+        dtype of the parameters (e.g. float32 with bfloat16 activations);
+        default: as ``dtype``.
     use_scale : bool, default True
         Learn a scale.
     scale_init : initializer, default Constant(1.)
@@ -548,10 +569,12 @@ class RMSNorm(_SampleNorm):
         param_type: type = NormalizationParamState,
         name: str | None = None,
         in_unit: Any = None,
+        param_dtype: Any = None,
     ):
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
+        self._set_param_dtype(param_dtype)
         self.reduction_axes = self._canonical(
             self._reduction_spec(reduction_axes),
             len(self.in_size),
@@ -571,7 +594,7 @@ class RMSNorm(_SampleNorm):
         return self.scale
 
     def _affine(self) -> tuple[Any, Any]:
-        return (None if self.scale is None else self.scale.value.get("scale")), None
+        return self._frozen_affine(None if self.scale is None else self.scale.value.get("scale"), None)
 
 
 class GroupNorm(_WeightNorm):
@@ -599,6 +622,9 @@ class GroupNorm(_WeightNorm):
         Added to the variance; a float is read in the reference unit squared.
     dtype : dtype, optional
         Output (and parameter) dtype; default: the input's floating dtype.
+    param_dtype : dtype, optional
+        dtype of the parameters (e.g. float32 with bfloat16 activations);
+        default: as ``dtype``.
     use_bias, use_scale : bool, default True
         Learn a per-channel bias / scale.
     bias_init, scale_init : initializer, default Zeros(), Constant(1.)
@@ -707,11 +733,13 @@ class GroupNorm(_WeightNorm):
         param_type: type = NormalizationParamState,
         name: str | None = None,
         in_unit: Any = None,
+        param_dtype: Any = None,
     ):
         who = type(self).__name__
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
+        self._set_param_dtype(param_dtype)
         faxes = self._feature_axes(feature_axis, "feature_axis")
         if len(faxes) != 1:
             raise ValueError(f"{who}: feature_axis must be one channel axis, got feature_axis={feature_axis}")
@@ -809,6 +837,9 @@ class InstanceNorm(_WeightNorm):
         Added to the variance; a float is read in the reference unit squared.
     dtype : dtype, optional
         Output (and parameter) dtype; default: the input's floating dtype.
+    param_dtype : dtype, optional
+        dtype of the parameters (e.g. float32 with bfloat16 activations);
+        default: as ``dtype``.
     use_bias, use_scale : bool, default True
         Learn a per-channel bias / scale.
     bias_init, scale_init : initializer, default Zeros(), Constant(1.)
@@ -883,10 +914,12 @@ class InstanceNorm(_WeightNorm):
         param_type: type = NormalizationParamState,
         name: str | None = None,
         in_unit: Any = None,
+        param_dtype: Any = None,
     ):
         self._configure(
             in_size, epsilon, dtype, axis_name, axis_index_groups, use_fast_variance, name, in_unit
         )
+        self._set_param_dtype(param_dtype)
         self.feature_axes = self._feature_axes(feature_axes, "feature_axes")
         self.reduction_axes = tuple(a for a in range(len(self.in_size)) if a not in self.feature_axes)
         self.use_bias, self.use_scale = bool(use_bias), bool(use_scale)
