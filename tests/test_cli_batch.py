@@ -73,7 +73,14 @@ def _peak_anon_mib(argv: list[str]) -> tuple[float, subprocess.CompletedProcess]
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/PID/status")
-@pytest.mark.parametrize("method, allowance", [("zscore", 80), ("robust", 80), ("ems", 160)])
+@pytest.mark.parametrize(
+    "method, allowance",
+    [
+        ("zscore", 80),
+        pytest.param("robust", 80, marks=pytest.mark.slow),
+        pytest.param("ems", 160, marks=pytest.mark.slow),
+    ],
+)
 def test_normalize_memory_is_bounded_by_the_chunk_not_the_file(tmp_path, method, allowance):
     """The whole CLI run stays within a few chunks of the interpreter's own memory, whatever the file size."""
     src = tmp_path / "long.edf"

@@ -113,6 +113,12 @@ def test_bad_call_raises_and_changes_nothing(case):
 
 CONSTRUCTION_ERRORS = [
     (
+        "integer output dtype",  # it would truncate the normalized values to zeros
+        dict(dtype=jnp.int32),
+        TypeError,
+        [r"dtype must be a floating dtype", r"got int32"],
+    ),
+    (
         "scale and bias units disagree",
         dict(scale_initializer=un.init.Constant(1 * u.mV), bias_initializer=un.init.Constant(1 * u.nA)),
         u.UnitMismatchError,

@@ -183,7 +183,11 @@ def layer_calls(name, dtype, unit, layer_dtype, masked):
 
 
 # each layer under two of the four combinations, each combination under four layers
-LAYER_CASES = [(name, k) for i, name in enumerate(LAYERS) for k in (i % 4, (i + 1) % 4)]
+# one combination per layer in the default run (rotating, so all four are covered), a second one slow;
+# test_layers_every_combination (slow) runs the whole product
+LAYER_CASES = [(name, i % 4) for i, name in enumerate(LAYERS)] + [
+    pytest.param(name, (i + 1) % 4, marks=pytest.mark.slow) for i, name in enumerate(LAYERS)
+]
 
 
 @pytest.mark.parametrize("name,k", LAYER_CASES)

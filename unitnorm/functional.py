@@ -248,6 +248,17 @@ def check_batch_size(
     )
 
 
+def check_layer_dtype(dtype: Any, who: str) -> Any:
+    """Check a layer's output ``dtype``: ``None`` or floating (or complex); integers would truncate."""
+    out = check_dtype(dtype, who)
+    if out is not None and not jnp.issubdtype(out, jnp.inexact):
+        raise TypeError(
+            f"{who}: dtype must be a floating dtype such as jnp.float32 (the output holds normalized "
+            f"values, which an integer dtype would truncate), got {out}"
+        )
+    return out
+
+
 def check_batch_counts(count: Any, who: str) -> None:
     """Apply the same rule to counts known only at run time (a mask, or ``nan_policy='omit'``).
 

@@ -314,7 +314,7 @@ class _BatchNorm(Freezable, Module):
         self.axis_index_groups = functional._hashable_groups(axis_index_groups)
         self.use_fast_variance = bool(use_fast_variance)
         self.name = name
-        self.dtype = functional.check_dtype(dtype, who)
+        self.dtype = functional.check_layer_dtype(dtype, who)
         self.in_unit = check_in_unit(in_unit, who)
         self.nan_policy = functional.check_nan_policy(nan_policy, who)
         if self.in_unit is not None and self.epsilon_unit is not None:

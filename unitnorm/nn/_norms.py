@@ -64,12 +64,7 @@ class _SampleNorm(Freezable, Module):
         who = type(self).__name__
         self.in_size = _size(in_size, who)
         self.epsilon, self.epsilon_unit = check_epsilon(epsilon, who)
-        self.dtype = functional.check_dtype(dtype, who)
-        if self.dtype is not None and not jnp.issubdtype(self.dtype, jnp.inexact):
-            raise TypeError(
-                f"{who}: dtype must be a floating dtype such as jnp.float32 (the output holds normalized "
-                f"values, which an integer dtype would truncate), got {self.dtype}"
-            )
+        self.dtype = functional.check_layer_dtype(dtype, who)
         self.axis_name = tuple(axis_name) if isinstance(axis_name, list) else axis_name
         self.axis_index_groups = functional._hashable_groups(axis_index_groups)
         self.use_fast_variance = bool(use_fast_variance)
