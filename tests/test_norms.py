@@ -870,9 +870,11 @@ def test_error_messages_are_sentences():
 _CHILD = r"""
 import jax, jax.numpy as jnp, numpy as np, brainunit as u
 from jax.sharding import NamedSharding, PartitionSpec as P
+import sys
 import unitnorm as un
 from unitnorm import functional as F
-from tests.test_norms import np_layer_norm, np_rms_norm, np_group_norm, rand
+sys.path.insert(0, "tests")  # test_norms imports its helpers (_oracle) as pytest does
+from test_norms import np_layer_norm, np_rms_norm, np_group_norm, rand
 
 assert jax.device_count() == 4
 mesh = jax.make_mesh((4,), ("b",), axis_types=(jax.sharding.AxisType.Auto,))

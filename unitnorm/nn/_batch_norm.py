@@ -159,9 +159,11 @@ def train_step(
             )
             mb, vb = lax.stop_gradient(mb), lax.stop_gradient(vb)
             r_lim, d_lim = jnp.asarray(r_max, mb.dtype), jnp.asarray(d_max, mb.dtype)
-            sigma = jnp.sqrt(prv + eps)
+            # the running statistics may be stored narrower than the batch's (float32 beside float64
+            # input): cast explicitly, so strict dtype promotion holds
+            sigma = jnp.sqrt(prv.astype(mb.dtype) + eps)
             rr = jnp.clip(jnp.sqrt(vb + eps) / sigma, 1 / r_lim, r_lim).astype(mb.dtype)
-            dd = jnp.clip((mb - prm) / sigma, -d_lim, d_lim).astype(mb.dtype)
+            dd = jnp.clip((mb - prm.astype(mb.dtype)) / sigma, -d_lim, d_lim).astype(mb.dtype)
             if sc is None:
                 sc, bi = rr, dd
             else:
