@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import run as bench  # noqa: E402
 
 
+@pytest.mark.slow  # a benchmark smoke run: CI's slow set
 def test_quick_run_times_every_group_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -527,6 +527,7 @@ def test_chunk_sizes_share_a_few_compiled_shapes():
 # the benchmark and the docs page
 
 
+@pytest.mark.slow  # a benchmark smoke run: CI's slow set
 def test_benchmark_quick_mode_runs():
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench_ems.py", "--quick"],

@@ -646,6 +646,7 @@ def test_exports():
     assert not os.environ.get("UNITNORM_NEVER_SET")
 
 
+@pytest.mark.slow  # a benchmark smoke run: CI's slow set
 def test_bench_scalers_quick(monkeypatch):
     # the benchmark runs and its cases agree with scikit-learn (no timing asserted)
     import importlib.util

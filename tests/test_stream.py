@@ -348,6 +348,7 @@ def test_callers_array_is_never_modified(tmp_path):
     np.testing.assert_array_equal(x, before)
 
 
+@pytest.mark.slow  # a benchmark smoke run: CI's slow set
 def test_benchmark_smoke(monkeypatch):
     # the streaming benchmark runs and its cases agree (no timing asserted)
     import importlib.util
