@@ -9,13 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-from _files import write_edf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_corpus import write_edf  # noqa: E402 - the benchmarks' fast EDF writer
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_removes_the_temporary_output_and_exits_143(tmp_path):
     src = tmp_path / "long.edf"
-    write_edf(src, n_channels=64, seconds=1800)  # 59 MB: the write pass lasts long enough to be stopped
+    write_edf(src, n_channels=64, seconds=1800, seed=0)  # 59 MB: the write pass lasts long enough to stop
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen(
@@ -84,7 +86,7 @@ def _peak_anon_mib(argv: list[str]) -> tuple[float, subprocess.CompletedProcess]
 def test_normalize_memory_is_bounded_by_the_chunk_not_the_file(tmp_path, method, allowance):
     """The whole CLI run stays within a few chunks of the interpreter's own memory, whatever the file size."""
     src = tmp_path / "long.edf"
-    write_edf(src, n_channels=64, seconds=1800)  # 59 MB of int16: 118 MB of float32 output, 236 MB float64
+    write_edf(src, n_channels=64, seconds=1800, seed=0)  # 59 MB int16: 118 MB float32 out, 236 MB float64
     baseline, _ = _peak_anon_mib(
         [sys.executable, "-c", "import jax.numpy as jnp, unitnorm, unitnorm.io; jnp.ones(3)"]
     )
@@ -115,7 +117,7 @@ def test_progress_lines_when_not_on_a_terminal(tmp_path, monkeypatch, capsys):
     from unitnorm.io import _stream
 
     src = tmp_path / "short.edf"
-    write_edf(src, n_channels=4, seconds=120)
+    write_edf(src, n_channels=4, seconds=120, seed=0)
     monkeypatch.setattr(_stream, "PROGRESS_SECONDS", 0.0)  # a line at every chunk instead of every 10 s
     assert not sys.stderr.isatty()
     argv = ["normalize", str(src), "--out", str(tmp_path / "z.npz"), "--chunk-seconds", "30"]
