@@ -82,6 +82,22 @@ def _concerns_data(w: warnings.WarningMessage) -> bool:
     return os.path.abspath(w.filename).startswith(package)
 
 
+def _load_stats(path: str, method: str | None) -> tuple[Any, str]:
+    """Read a ``--stats`` file: a fitted scaler, and its method (which ``--method``, if given, must match)."""
+    import unitnorm as un
+    from unitnorm import preprocessing
+
+    scaler = un.load(path)
+    kinds = (preprocessing.StandardScaler, preprocessing.RobustScaler, preprocessing.QuantileScaler)
+    if not isinstance(scaler, kinds):
+        raise ValueError(f"{path}: holds a {type(scaler).__name__}, not a fitted scaler")
+    scaler._check_fitted("--stats")
+    saved = preprocessing._stream._method_of(scaler)
+    if method is not None and method != saved:
+        raise ValueError(f"--method {method} does not match --stats {path}, which holds {saved}")
+    return scaler, saved
+
+
 def _split_channels(tokens: Sequence[str] | None) -> list[str] | None:
     if tokens is None:
         return None
@@ -164,7 +180,6 @@ def stats_command(args: argparse.Namespace) -> int:
 
 def _normalize_corpus_command(args: argparse.Namespace) -> int:
     """``unitnorm normalize PATHS... --out-dir DIR``: one Zarr store per recording."""
-    import unitnorm as un
     from unitnorm import preprocessing
 
     unused = [
@@ -187,17 +202,7 @@ def _normalize_corpus_command(args: argparse.Namespace) -> int:
         raise ValueError("--method ems adapts within each recording; use --out per recording")
     scaler: Any = args.method or "zscore"
     if args.stats is not None:
-        scaler = un.load(args.stats)
-        if not isinstance(
-            scaler, (preprocessing.StandardScaler, preprocessing.RobustScaler, preprocessing.QuantileScaler)
-        ):
-            raise ValueError(f"{args.stats}: holds a {type(scaler).__name__}, not a fitted scaler")
-        scaler._check_fitted("--stats")
-        saved = preprocessing._stream._method_of(scaler)
-        if args.method is not None and args.method != saved:
-            raise ValueError(
-                f"--method {args.method} does not match --stats {args.stats}, which holds {saved}"
-            )
+        scaler, _ = _load_stats(args.stats, args.method)
     scheduler, workers = _scheduler(args)
     report = preprocessing.normalize_corpus(
         args.inputs,
@@ -239,18 +244,7 @@ def normalize_command(args: argparse.Namespace) -> int:
     method = args.method
     scaler = None
     if args.stats is not None:
-        scaler = un.load(args.stats)
-        if not isinstance(
-            scaler, (preprocessing.StandardScaler, preprocessing.RobustScaler, preprocessing.QuantileScaler)
-        ):
-            raise ValueError(f"{args.stats}: holds a {type(scaler).__name__}, not a fitted scaler")
-        scaler._check_fitted("--stats")
-        saved_method = preprocessing._stream._method_of(scaler)
-        if method is not None and method != saved_method:
-            raise ValueError(
-                f"--method {method} does not match --stats {args.stats}, which holds {saved_method}"
-            )
-        method = saved_method
+        scaler, method = _load_stats(args.stats, method)
     method = method or "zscore"
     ems = method == "ems"
     if not ems and any(v is not None for v in (args.factor_new, args.init_block_size, args.eps)):
