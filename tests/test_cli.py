@@ -506,3 +506,41 @@ def test_console_script_declared():
     text = (REPO / "pyproject.toml").read_text()
     assert 'unitnorm = "unitnorm.__main__:main"' in text
     assert os.path.exists(REPO / "unitnorm" / "__main__.py")
+
+
+# ---------------------------------------------------------------------------- first contact (in process)
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"unitnorm {un.__version__}\n"
+    # the same version as the one pyproject declares (one source of truth for the user)
+    import re
+
+    declared = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
+    assert declared is not None and declared.group(1) == un.__version__
+
+
+@pytest.mark.parametrize("where", ["missing_folder", "a_folder"])
+def test_demo_plot_path_is_checked_before_the_demo_runs(tmp_path, capsys, where):
+    if where == "missing_folder":
+        plot, match = tmp_path / "missing" / "x.png", f"the folder {tmp_path / 'missing'} does not exist"
+    else:
+        plot, match = tmp_path, "is a folder; give a file name"
+    assert main(["demo", "--plot", str(plot)]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"unitnorm: error: --plot {plot}: "), captured.err
+    assert match in lines[0]
+    assert captured.out == ""  # nothing of the demo ran
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_error_lines_name_the_file_not_an_internal_class(tmp_path, capsys):
+    out = tmp_path / "x.npz"
+    assert main(["normalize", str(BUNDLED), "--channels", "Fp1", "Fp1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"unitnorm: error: {BUNDLED}: channel names must be unique, got repeats of ['Fp1']\n"
+    assert not out.exists()

@@ -611,8 +611,8 @@ def test_io_works_without_optional_readers():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "uV [2.5] mV"
-    assert lines[1] == "read_edf needs pyedflib, which is not installed: pip install 'unitnorm[io]'"
-    assert lines[2] == "read_nwb needs pynwb, which is not installed: pip install 'unitnorm[io]'"
+    assert lines[1] == 'read_edf needs pyedflib, which is not installed: pip install -e ".[io]"'
+    assert lines[2] == 'read_nwb needs pynwb, which is not installed: pip install -e ".[io]"'
 
 
 def test_missing_reader_in_process(monkeypatch):

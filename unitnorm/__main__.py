@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import warnings
@@ -32,6 +33,9 @@ from typing import Any, NoReturn
 
 DEMO_FILE = "test_subsecond_crop.edf"
 DEMO_PLOT = "unitnorm-demo.png"
+_INTERNAL_PREFIX = re.compile(
+    r"(?:Recording|ChannelStats|StandardScaler|RobustScaler|QuantileScaler|ScalerLayer)(?:\.\w+)?: "
+)
 
 
 class _Terminated(BaseException):
@@ -59,6 +63,13 @@ def _one_line(err: BaseException, source: str | None = None) -> str:
         text = f"{err.filename}: {err.strerror}"
     else:
         text = " ".join(str(err).split()) or type(err).__name__
+    # Library messages start with the class that raised them ("Recording: channel names must be
+    # unique ..."); on the command line that name means nothing, the input file does.
+    internal = _INTERNAL_PREFIX.match(text)
+    if internal is not None:
+        text = text[internal.end() :]
+        if source and source not in text:
+            text = f"{source}: {text}"
     known = (OSError, ValueError, TypeError, ImportError, ArithmeticError)
     if not isinstance(err, known):  # a library's own exception type, e.g. from h5py or hdmf
         text = f"{source + ': ' if source else ''}{type(err).__name__}: {text}"
@@ -440,10 +451,19 @@ def demo(plot_path: str = DEMO_PLOT) -> int:
     """Run the README's demo on the bundled EEG recording (no network)."""
     from importlib.resources import as_file, files
 
+    # checked first: a wrong --plot fails at once, not after the demo has run
+    folder = os.path.dirname(os.path.abspath(plot_path))
+    if os.path.isdir(plot_path):
+        raise ValueError(
+            f"--plot {plot_path}: is a folder; give a file name such as {os.path.join(plot_path, DEMO_PLOT)}"
+        )
+    if not os.path.isdir(folder):
+        raise ValueError(f"--plot {plot_path}: the folder {folder} does not exist")
+
     missing = [m for m in ("pyedflib", "matplotlib") if not _importable(m)]
     if missing:
         print(
-            f"unitnorm demo: error: the demo needs {' and '.join(missing)}: pip install 'unitnorm[io]'",
+            f'unitnorm demo: error: the demo needs {" and ".join(missing)}: pip install -e ".[io]"',
             file=sys.stderr,
         )
         return 1
@@ -560,7 +580,10 @@ def _plot(path: str, rec: Any, raw: Any, z: Any, stats: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from unitnorm import __version__
+
     parser = _Parser(prog="unitnorm", description="Units-aware normalization for JAX and recordings.")
+    parser.add_argument("--version", action="version", version=f"unitnorm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,normalize,stats}")
     d = sub.add_parser(
         "demo", help="normalize the bundled EEG recording; print statistics, plot before/after"

@@ -31,7 +31,7 @@ def _ocp() -> Any:
         import orbax.checkpoint as ocp
     except ImportError as err:  # pragma: no cover - orbax is in the test extra
         raise ImportError(
-            "unitnorm's orbax functions need orbax-checkpoint: pip install 'unitnorm[orbax]'"
+            'unitnorm\'s orbax functions need orbax-checkpoint: pip install -e ".[orbax]"'
         ) from err
     return ocp
 

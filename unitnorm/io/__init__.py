@@ -2,7 +2,7 @@
 
 ``import unitnorm.io`` needs only numpy and brainunit; each reader imports its
 library (pyedflib, pynwb, neo, mne) when called, and says how to install it
-when it is missing (``pip install 'unitnorm[io]'``).
+when it is missing (``pip install -e ".[io]"``).
 
 - :func:`parse_unit` reads the unit strings files carry (``'uV'``, ``'µV'``, ``'volts'``, ``'fT/cm'``).
 - :class:`Recording` holds channel names, units and a sampling rate, and reads
@@ -14,7 +14,7 @@ when it is missing (``pip install 'unitnorm[io]'``).
   ``.npz`` file atomically; :func:`load_normalized` reads a normalized one back.
 - :func:`write_zarr` writes one to a chunked, compressed Zarr store atomically (for
   corpora and large outputs); :func:`read_zarr` reads it back as a Recording, with the
-  statistics of its attributes as Quantities (needs ``pip install 'unitnorm[scale]'``).
+  statistics of its attributes as Quantities (needs ``pip install -e ".[scale]"``).
 
 ``unitnorm.io`` knows nothing of normalization: the streaming statistics
 (``channel_stats``, ``robust_stats``, ``normalize_recording``,

@@ -24,7 +24,7 @@ from unitnorm.io._units_parse import parse_unit
 
 __all__ = ["read_edf", "read_edf_by_rate"]
 
-EXTRA_HINT = "pip install 'unitnorm[io]'"
+EXTRA_HINT = 'pip install -e ".[io]"'
 # Signals with these labels hold EDF+/BDF+ annotations, not samples (plain EDF readers show them).
 ANNOTATION_LABELS = frozenset({"EDF Annotations", "BDF Annotations"})
 # pyedflib's C library keeps a table of open files and refuses a second open of the same file,
@@ -449,7 +449,7 @@ def read_edf(
         lists each rate's channels, ready to paste as ``channels=`` or
         ``--channels``), or a digital range is empty.
     ImportError
-        When pyedflib is not installed (``pip install 'unitnorm[io]'``).
+        When pyedflib is not installed (``pip install -e ".[io]"``).
 
     Warns
     -----

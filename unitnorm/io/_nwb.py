@@ -192,7 +192,7 @@ def read_nwb(
         are not 1-D or 2-D, the unit is unknown, the timestamps are irregular
         (steps differing by more than 0.1 %), or a channel is missing.
     ImportError
-        When pynwb is not installed (``pip install 'unitnorm[io]'``).
+        When pynwb is not installed (``pip install -e ".[io]"``).
     """
     pynwb, h5py = _pynwb()
     path = check_file(path, "read_nwb")

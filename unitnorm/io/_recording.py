@@ -470,7 +470,7 @@ class Recording:
         Raises
         ------
         ImportError
-            When xarray is not installed (``pip install 'unitnorm[xarray]'``).
+            When xarray is not installed (``pip install -e ".[xarray]"``).
 
         Examples
         --------
@@ -483,7 +483,7 @@ class Recording:
         try:
             import xarray as xr
         except ImportError as err:
-            raise ImportError("Recording.to_xarray needs xarray: pip install 'unitnorm[xarray]'") from err
+            raise ImportError('Recording.to_xarray needs xarray: pip install -e ".[xarray]"') from err
         spelled = [_pint_spelling(unit) for unit in self._units]
         attrs = {"sampling_rate_hz": self._rate}
         if len(set(spelled)) == 1:

@@ -84,7 +84,7 @@ def progress_bar(
             from tqdm.auto import tqdm
         except ImportError:
             if progress:
-                raise ImportError("progress=True needs tqdm: pip install 'unitnorm[io]'") from None
+                raise ImportError('progress=True needs tqdm: pip install -e ".[io]"') from None
             show = False
     if show:
         bar = tqdm(total=total, desc=desc, unit="sample", unit_scale=True, leave=False, file=sys.stderr)

@@ -2,7 +2,7 @@
 
 ``unitnorm.io`` writes what it is handed (an array, or a Recording streamed chunk by
 chunk) and reads it back; it knows nothing of normalization. zarr is imported when a
-function here is called (``pip install 'unitnorm[scale]'``).
+function here is called (``pip install -e ".[scale]"``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _zarr(who: str) -> Any:
     try:
         import zarr
     except ImportError:
-        raise ImportError(f"{who} needs zarr: pip install 'unitnorm[scale]'") from None
+        raise ImportError(f'{who} needs zarr: pip install -e ".[scale]"') from None
     return zarr
 
 

@@ -463,7 +463,7 @@ class _Runner:
         try:
             import distributed
         except ImportError:
-            raise ImportError(f"scheduler={scheduler!r} needs Dask: pip install 'unitnorm[scale]'") from None
+            raise ImportError(f'scheduler={scheduler!r} needs Dask: pip install -e ".[scale]"') from None
         if scheduler == "processes":
             import dask
 
@@ -786,7 +786,7 @@ def fit_corpus(
     TypeError
         A scaler or a scheduler of the wrong kind.
     ImportError
-        A Dask scheduler without Dask (``pip install 'unitnorm[scale]'``).
+        A Dask scheduler without Dask (``pip install -e ".[scale]"``).
 
     See Also
     --------
