@@ -315,3 +315,34 @@ def test_sphinx_html_and_doctest_builds(tmp_path):
             continue
         body = re.sub(r"<[^>]+>", " ", page.read_text().split('<article role="main"', 1)[-1])
         assert len(body.split()) > 40, f"{page.relative_to(site)} is nearly empty"
+
+
+def test_cli_page_documents_every_subcommand_option_and_exit_status():
+    """docs/cli.rst names every subcommand and option the parser has, and the exit statuses main returns."""
+    import argparse
+
+    from unitnorm.__main__ import _parser
+
+    text = (DOCS / "cli.rst").read_text()
+    parser = _parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == {"demo", "normalize", "stats"}
+    for name, sub in subparsers.choices.items():
+        assert f"``unitnorm {name}" in text, f"cli.rst has no section for unitnorm {name}"
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if flag in ("-h", "--help"):
+                    continue
+                assert f"``{flag}" in text or f"{flag} " in text, f"cli.rst does not document {name} {flag}"
+            for choice in action.choices or ():
+                if action.option_strings:
+                    assert str(choice) in text, (
+                        f"cli.rst does not name {name} {action.option_strings} {choice}"
+                    )
+    assert "--version" in text
+    for status in ("0", "1", "2", "130", "143"):
+        assert re.search(rf"^``{status}``\s", text, re.M), f"cli.rst's exit status table lacks {status}"
+    for fmt in (".npz", "Zarr", "allow_pickle=False", "ETA"):
+        assert fmt in text
+    index = (DOCS / "index.rst").read_text()
+    assert re.search(r"^   cli$", index, re.M) and ":doc:`cli`" in index
