@@ -1,6 +1,6 @@
 """brainstate interop: brainstate's State types, its transforms, its Module, its ``fit`` flag.
 
-Skipped when brainstate is not installed (``pip install unitnorm[brainstate]``).
+Skipped when brainstate is not installed (``pip install -e ".[brainstate]"``).
 """
 
 import subprocess

@@ -617,7 +617,7 @@ def test_io_works_without_optional_readers():
 
 def test_missing_reader_in_process(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyedflib", None)
-    with pytest.raises(ImportError, match=r"pip install 'unitnorm\[io\]'"):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[io\]"'):
         io.read_edf(BUNDLED)
 
 
