@@ -1033,6 +1033,16 @@ def sample_norm_mantissa(
         mean, var = _grouped_moments(m, reduction_axes, channel, num_groups)
         others = tuple(a for a in reduction_axes if a != channel)
         return normalize_mantissa(m, mean, var, scale, bias, epsilon, others, (channel,), out_dtype)
+    if (
+        groups is None
+        and mask is None
+        and axis_name is None
+        and reduction_axes == tuple(range(m.ndim - len(reduction_axes), m.ndim))
+    ):
+        # Reducing the trailing (contiguous) axes, each slice is still in cache when it is read
+        # again: XLA fuses the two-pass variance into one pass over memory, and it is faster (on
+        # 2-core AVX2 EPYC, LayerNorm 1.36x -> 1.03x flax.nnx) and at least as accurate.
+        use_fast_variance = False
     if groups is not None:
         channel, num_groups = groups
         split = (*shape[:channel], num_groups, shape[channel] // num_groups, *shape[channel + 1 :])
@@ -1195,6 +1205,10 @@ def layer_norm(
         shape). Every element is normalized.
     use_fast_variance : bool, default True
         One pass around a per-slice shift (accurate far from zero), or two.
+        When the reduction axes are the trailing axes (no mask, no
+        ``axis_name``) the two-pass form is used either way: the slice is
+        still in cache for its second read, so it costs no extra pass over
+        memory and is at least as accurate.
     axis_name : str or tuple of str, optional
         Combine the statistics across this mapped axis (``vmap``, ``pmap``,
         ``shard_map``), weighting each device by its number of valid elements.
