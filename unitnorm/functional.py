@@ -27,6 +27,8 @@ from jax import lax
 from unitnorm import _units
 from unitnorm._moments import (  # noqa: F401 - re-exported: the layers and tests use these names here
     _abs2,
+    _first_along,
+    _own_buffer,
     axis_size,
     check_dtype,
     moments,
@@ -1026,6 +1028,21 @@ def sample_norm_mantissa(
     mean and dividing by the standard deviation.
     """
     shape = m.shape
+    if groups is not None and mask is None and axis_name is None and use_fast_variance and not rms:
+        channel, num_groups = groups
+        mean, var = _grouped_moments(m, reduction_axes, channel, num_groups)
+        others = tuple(a for a in reduction_axes if a != channel)
+        return normalize_mantissa(m, mean, var, scale, bias, epsilon, others, (channel,), out_dtype)
+    if (
+        groups is None
+        and mask is None
+        and axis_name is None
+        and reduction_axes == tuple(range(m.ndim - len(reduction_axes), m.ndim))
+    ):
+        # Reducing the trailing (contiguous) axes, each slice is still in cache when it is read
+        # again: XLA fuses the two-pass variance into one pass over memory, and it is faster (on
+        # 2-core AVX2 EPYC, LayerNorm 1.36x -> 1.03x flax.nnx) and at least as accurate.
+        use_fast_variance = False
     if groups is not None:
         channel, num_groups = groups
         split = (*shape[:channel], num_groups, shape[channel] // num_groups, *shape[channel + 1 :])
@@ -1048,6 +1065,46 @@ def sample_norm_mantissa(
         )
     y = normalize_mantissa(m, mean, var, scale, bias, epsilon, reduction_axes, feature_axes, out_dtype)
     return y.reshape(shape)
+
+
+def _grouped_moments(
+    m: jax.Array, reduction_axes: tuple[int, ...], channel: int, num_groups: int
+) -> tuple[jax.Array, jax.Array]:
+    """Each channel's group mean and variance (the reduction axes other than ``channel`` dropped).
+
+    The shifted one-pass sums are taken per channel first (a reduction over the
+    other axes, in the input's own layout), then added within each group on the
+    small per-channel arrays, so XLA never reduces a reshaped, strided view of
+    the full-size input. The shift is the group's first element, as in
+    :func:`moments`; the sums are the same, only their order differs.
+    """
+    cdt = stats_dtype(m.dtype)
+    m = m.astype(cdt)
+    size = m.shape[channel] // num_groups
+    others = tuple(a for a in reduction_axes if a != channel)
+    count = size * math.prod(m.shape[a] for a in others)
+    # the group's first element: index 0 along the other reduction axes, the group's first channel
+    first = lax.slice_in_dim(_first_along(m, others), 0, m.shape[channel], size, axis=channel)
+    wide = (*first.shape[: channel + 1], size, *first.shape[channel + 1 :])
+    shift = jnp.broadcast_to(jnp.expand_dims(first, channel + 1), wide).reshape(
+        (*first.shape[:channel], m.shape[channel], *first.shape[channel + 1 :])
+    )
+    shift = lax.stop_gradient(shift)
+    shift = _own_buffer(shift)
+    s1 = jnp.sum(m + (-shift), axis=others)
+    s2 = jnp.sum(_abs2(m - shift), axis=others)
+    c = channel - sum(1 for a in others if a < channel)  # the channel axis once the others are dropped
+    channel_shape = s1.shape
+    split = (*channel_shape[:c], num_groups, size, *channel_shape[c + 1 :])
+    s1 = jnp.sum(s1.reshape(split), axis=c + 1, keepdims=True)
+    s2 = jnp.sum(s2.reshape(split), axis=c + 1, keepdims=True)
+    mean = jnp.squeeze(shift, others).reshape(split)[(slice(None),) * (c + 1) + (slice(0, 1),)] + s1 / count
+    var = jnp.maximum(s2 - _abs2(s1) / count, 0) / count
+
+    def per_channel(v: jax.Array) -> jax.Array:
+        return jnp.broadcast_to(v, split).reshape(channel_shape)
+
+    return per_channel(mean), per_channel(var)
 
 
 def _check_affine_shape(scale: Any, bias: Any, fshape: tuple[int, ...], who: str) -> None:
@@ -1148,6 +1205,10 @@ def layer_norm(
         shape). Every element is normalized.
     use_fast_variance : bool, default True
         One pass around a per-slice shift (accurate far from zero), or two.
+        When the reduction axes are the trailing axes (no mask, no
+        ``axis_name``) the two-pass form is used either way: the slice is
+        still in cache for its second read, so it costs no extra pass over
+        memory and is at least as accurate.
     axis_name : str or tuple of str, optional
         Combine the statistics across this mapped axis (``vmap``, ``pmap``,
         ``shard_map``), weighting each device by its number of valid elements.
