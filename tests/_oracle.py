@@ -1,4 +1,4 @@
-"""Tolerances for float32 results, derived from the data instead of a bare 1e-4.
+"""Float64 references, and tolerances for float32 results derived from the data instead of a bare 1e-4.
 
 A float32 normalization ``y = (x - mean) / sqrt(var + eps)`` computed by any
 implementation (ours, flax's, brainstate's) differs from the float64 truth by
@@ -61,3 +61,52 @@ def assert_close_f32(actual, expected, bound):
     assert not np.isnan(diff).any() and worst <= bound, (
         f"max |difference| {worst:.3g} exceeds the bound {bound:.3g}"
     )
+
+
+# ----------------------------------------------------------------------------
+# float64 references (tests/test_norms.py and tests/peers/ share them)
+
+
+def norm64(x, raxes, faxes=(), eps=0.0, scale=None, bias=None, mask=None, rms=False):
+    """Standardize ``x`` over ``raxes`` in float64; ``scale``/``bias`` shaped like the feature axes."""
+    x = np.asarray(x)
+    x = x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
+    nd = x.ndim
+    raxes = tuple(a % nd for a in np.atleast_1d(raxes))
+    faxes = tuple(a % nd for a in np.atleast_1d(faxes)) if len(np.atleast_1d(faxes)) else ()
+    w = np.ones(x.shape) if mask is None else np.broadcast_to(np.asarray(mask, np.float64), x.shape)
+    n = w.sum(raxes, keepdims=True)
+    mean = np.zeros(n.shape) if rms else (x * w).sum(raxes, keepdims=True) / n
+    var = (np.abs(x - mean) ** 2 * w).sum(raxes, keepdims=True) / n
+    y = (x - mean) / np.sqrt(var + eps)
+    fshape = [x.shape[a] if a in faxes else 1 for a in range(nd)]
+    if scale is not None:
+        y = y * np.asarray(scale, np.float64).reshape(fshape)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64).reshape(fshape)
+    return y
+
+
+def group_norm64(x, num_groups, channel=-1, raxes=None, eps=0.0, mask=None, scale=None, bias=None):
+    """Group norm in float64: channels split into ``(num_groups, size)``; ``raxes`` are axes of ``x``.
+
+    ``raxes=None`` reduces every axis but the first (the batch axis). ``raxes`` must hold the
+    channel axis, which stands for "within the group".
+    """
+    x = np.asarray(x, np.float64)
+    nd = x.ndim
+    channel %= nd
+    raxes = tuple(range(1, nd)) if raxes is None else tuple(a % nd for a in raxes)
+    xt = np.moveaxis(x, channel, -1)
+    mt = None if mask is None else np.moveaxis(np.broadcast_to(mask, x.shape), channel, -1)
+    order = [a for a in range(nd) if a != channel] + [channel]
+    other = tuple(order.index(a) for a in raxes if a != channel)
+    c = xt.shape[-1]
+    g = xt.reshape(*xt.shape[:-1], num_groups, c // num_groups)
+    mg = None if mt is None else mt.reshape(g.shape)
+    y = norm64(g, (*other, nd), eps=eps, mask=mg).reshape(xt.shape)
+    if scale is not None:
+        y = y * np.asarray(scale, np.float64)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)
+    return np.moveaxis(y, -1, channel)

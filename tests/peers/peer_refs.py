@@ -4,57 +4,13 @@ Nothing here is a test; the test files in this folder import it.
 """
 
 import numpy as np
+from _oracle import group_norm64, norm64  # noqa: F401 - re-exported: the float64 references
 
 U32 = 2.0**-24  # unit roundoff of float32
 
 
 def data(*shape, loc=0.0, scale=1.0, seed=0, dtype=np.float32):
     return np.random.default_rng(seed).normal(loc, scale, shape).astype(dtype)
-
-
-def norm64(x, raxes, faxes=(), eps=0.0, scale=None, bias=None, mask=None, rms=False):
-    """Standardize ``x`` over ``raxes`` in float64; ``scale``/``bias`` shaped like the feature axes."""
-    x = np.asarray(x)
-    x = x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
-    nd = x.ndim
-    raxes = tuple(a % nd for a in np.atleast_1d(raxes))
-    faxes = tuple(a % nd for a in np.atleast_1d(faxes)) if len(np.atleast_1d(faxes)) else ()
-    w = np.ones(x.shape) if mask is None else np.broadcast_to(np.asarray(mask, np.float64), x.shape)
-    n = w.sum(raxes, keepdims=True)
-    mean = np.zeros(n.shape) if rms else (x * w).sum(raxes, keepdims=True) / n
-    var = (np.abs(x - mean) ** 2 * w).sum(raxes, keepdims=True) / n
-    y = (x - mean) / np.sqrt(var + eps)
-    fshape = [x.shape[a] if a in faxes else 1 for a in range(nd)]
-    if scale is not None:
-        y = y * np.asarray(scale, np.float64).reshape(fshape)
-    if bias is not None:
-        y = y + np.asarray(bias, np.float64).reshape(fshape)
-    return y
-
-
-def group_norm64(x, num_groups, channel=-1, raxes=None, eps=0.0, mask=None, scale=None, bias=None):
-    """Group norm in float64: channels split into ``(num_groups, size)``; ``raxes`` are axes of ``x``.
-
-    ``raxes=None`` reduces every axis but the first (the batch axis). ``raxes`` must hold the
-    channel axis, which stands for "within the group".
-    """
-    x = np.asarray(x, np.float64)
-    nd = x.ndim
-    channel %= nd
-    raxes = tuple(range(1, nd)) if raxes is None else tuple(a % nd for a in raxes)
-    xt = np.moveaxis(x, channel, -1)
-    mt = None if mask is None else np.moveaxis(np.broadcast_to(mask, x.shape), channel, -1)
-    order = [a for a in range(nd) if a != channel] + [channel]
-    other = tuple(order.index(a) for a in raxes if a != channel)
-    c = xt.shape[-1]
-    g = xt.reshape(*xt.shape[:-1], num_groups, c // num_groups)
-    mg = None if mt is None else mt.reshape(g.shape)
-    y = norm64(g, (*other, nd), eps=eps, mask=mg).reshape(xt.shape)
-    if scale is not None:
-        y = y * np.asarray(scale, np.float64)
-    if bias is not None:
-        y = y + np.asarray(bias, np.float64)
-    return np.moveaxis(y, -1, channel)
 
 
 def float32_norm_bound(g, raxes, y, eps=0.0):
