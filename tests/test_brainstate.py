@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _oracle import U32, assert_close_f32, f32_bound, norm64
 
 import unitnorm as un
 
@@ -38,9 +39,30 @@ class Net(brainstate.nn.Module):
     def update(self, x):
         return self.norm(self.linear(x.to_decimal(u.mV)) * u.mV)
 
-    def linear_by_hand(self, x):
+    def linear_by_hand(self, x, dtype=np.float32):
         w = self.linear.weight.value
-        return x.to_decimal(u.mV) @ np.asarray(w["weight"]) + np.asarray(w["bias"])
+        xs = np.asarray(x.to_decimal(u.mV), dtype)
+        return xs @ np.asarray(w["weight"], dtype) + np.asarray(w["bias"], dtype)
+
+    def linear_error(self, x):
+        """Bound on how far any float32 evaluation of the Linear layer is from its float64 value.
+
+        The worst case of a dot product of ``n`` terms plus a bias, ``(n + 1) u sum|terms|`` (Higham's
+        gamma bound), holds whatever the order of the additions.
+        """
+        w = self.linear.weight.value
+        xs = np.abs(np.asarray(x.to_decimal(u.mV), np.float64))
+        mag = xs @ np.abs(np.asarray(w["weight"], np.float64)) + np.abs(np.asarray(w["bias"], np.float64))
+        return U32 * (xs.shape[-1] + 1) * float(mag.max())
+
+
+def normalized_bound(net, x, lin64):
+    """Bound on a float32 BatchNorm1d output of ``net`` from the float64 one: the Linear's rounding,
+    amplified by ``1/sigma`` (centring) and ``|y|/sigma`` (variance), plus the normalization's own."""
+    sigma = np.sqrt(lin64.var((0, 1)))
+    y = np.abs(norm64(lin64, (0, 1), eps=1e-5))
+    d_in = net.linear_error(x)
+    return float(np.max((2 + y) * d_in / sigma)) + f32_bound(lin64, (0, 1), eps=1e-5)
 
 
 @pytest.fixture
@@ -89,7 +111,12 @@ def test_brainstate_jit_equals_eager_unitnorm_layer(fit_unset):
         x = data((4, 5, 3), seed=step) * u.mV
         y = forward(x)
         lin = net.linear_by_hand(x)
-        np.testing.assert_allclose(np.asarray(y), np.asarray(reference(lin * u.mV)), rtol=1e-5, atol=1e-5)
+        lin64 = net.linear_by_hand(x, np.float64)
+        bound = normalized_bound(net, x, lin64)
+        truth = norm64(lin64, (0, 1), eps=1e-5)
+        # both float32 paths (brainstate's jit, unitnorm eager) are within the bound of the truth
+        assert_close_f32(y, truth, bound)
+        assert_close_f32(reference(lin * u.mV), truth, bound)
     assert len(traces) == 1
     assert net.norm.running_mean.value.unit == u.mV and net.norm.running_var.value.unit == u.mV**2
     np.testing.assert_allclose(
@@ -120,8 +147,21 @@ def test_brainstate_grad_trains_the_parameters_and_updates_the_statistics(fit_un
         return jnp.sum(jnp.tanh(un.load_params(twin, p)(lin * u.mV)) * w)
 
     g_twin = jax.grad(twin_loss)(un.params(twin))["weight"]
+    # float64 truth: d loss / d scale = sum xhat (1 - tanh(xhat)**2) w, d loss / d bias = sum (1 - tanh**2) w.
+    # Each float32 gradient is off by the error in xhat (times the derivative of its term, at most
+    # |w| (1 + 2|xhat|) for the scale and |w| for the bias) plus the rounding of its sum of 20 terms.
+    lin64 = net.linear_by_hand(x, np.float64)
+    xhat = norm64(lin64, (0, 1), eps=1e-5)
+    w64 = w.astype(np.float64)
+    terms = {"scale": xhat * (1 - np.tanh(xhat) ** 2) * w64, "bias": (1 - np.tanh(xhat) ** 2) * w64}
+    slope = {"scale": np.abs(w64) * (1 + 2 * np.abs(xhat)), "bias": np.abs(w64)}
+    d_xhat = normalized_bound(net, x, lin64)
     for k in ("scale", "bias"):
-        np.testing.assert_allclose(np.asarray(g_norm[k]), np.asarray(g_twin[k]), rtol=1e-5, atol=1e-6)
+        truth = terms[k].sum((0, 1))
+        bound = d_xhat * float(slope[k].sum((0, 1)).max())
+        bound += 8 * U32 * np.sqrt(20) * float(np.abs(terms[k]).sum((0, 1)).max())
+        assert_close_f32(g_norm[k], truth, bound)
+        assert_close_f32(g_twin[k], truth, bound)
     # the forward pass inside grad updated the running statistics (never differentiated)
     ref_mean = 0.2 * lin.astype(np.float64).mean((0, 1))
     np.testing.assert_allclose(mantissa(net.norm.running_mean.value), ref_mean, rtol=1e-5)
@@ -129,7 +169,7 @@ def test_brainstate_grad_trains_the_parameters_and_updates_the_statistics(fit_un
     for key, g in grads.items():
         params[key].value = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params[key].value, g)
     np.testing.assert_allclose(
-        np.asarray(net.norm.weight.value["bias"]), -0.1 * np.asarray(g_twin["bias"]), rtol=1e-5, atol=1e-7
+        np.asarray(net.norm.weight.value["bias"]), -0.1 * np.asarray(g_norm["bias"]), rtol=1e-6, atol=1e-9
     )
 
 
