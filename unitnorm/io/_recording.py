@@ -323,13 +323,15 @@ class Recording:
         return self._notes
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{n} [{unit}]" for n, unit in zip(self._names[:6], self._units[:6], strict=True))
-        more = f", ... ({self.n_channels - 6} more)" if self.n_channels > 6 else ""
-        plural = "channel" if self.n_channels == 1 else "channels"
-        return (
-            f"Recording({self.n_channels} {plural}: {shown}{more}; {self.n_samples} samples at "
-            f"{self._rate:g} Hz, {self.n_samples / self._rate:g} s)"
-        )
+        from unitnorm import _display
+
+        return _display.recording_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Return an HTML table for notebooks: per channel its unit, range and a sparkline (first 16)."""
+        from unitnorm import _display
+
+        return _display.recording_html(self)
 
     # ------------------------------------------------------------------ picking channels
 

@@ -294,6 +294,25 @@ class Module:
             return f"{type(self).__name__} (fixed as dimensionless)"
         return f"{type(self).__name__}(in_unit={unit})"
 
+    # -- display --------------------------------------------------------------
     def __repr__(self) -> str:
-        cfg = ", ".join(f"{k}={v!r}" for k, v in self._static() if not k.startswith("_"))
-        return f"{type(self).__name__}({cfg})"
+        """One line: class, ``in_size``, reference unit, mode, statistics' ranges, parameters' shapes.
+
+        Examples
+        --------
+        >>> import brainunit as u, jax.numpy as jnp, unitnorm as un
+        >>> layer = un.BatchNorm0d(2, in_unit=u.mV)
+        >>> _ = layer(jnp.array([[-67., 1.], [-63., 3.]]) * u.mV)
+        >>> layer  # doctest: +NORMALIZE_WHITESPACE
+        BatchNorm0d(in_size=(2,), in_unit=mV, mode=train, scale(2,)∈[1, 1], bias(2,)∈[0, 0],
+                    running_mean∈[-0.65, 0.02] mV, running_var∈[1, 1.03] mV^2)
+        """
+        from unitnorm import _display
+
+        return _display.layer_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Return the summary of :meth:`__repr__` as a small HTML table (notebooks show it)."""
+        from unitnorm import _display
+
+        return _display.layer_html(self)

@@ -509,11 +509,28 @@ class ExponentialMovingStandardizer:
         self.eps = eps
         self.reset()
 
+    def _display_parts(self) -> tuple[list[tuple[str, Any]], list[tuple[str, str]] | None]:
+        from unitnorm import _display
+
+        params = [(k, getattr(self, k)) for k in ("factor_new", "init_block_size", "eps")]
+        if self._state is None:
+            return params, None
+        fitted = [
+            ("unit_", _display.unit_text(self.unit_) or "dimensionless"),
+            ("n_samples_seen_", str(self.n_samples_seen_)),
+        ]
+        return params, fitted + _display.fitted_fields([("mean_", self.mean_), ("var_", self.var_)])
+
     def __repr__(self) -> str:
-        return (
-            f"{self._WHO}(factor_new={self.factor_new!r}, init_block_size={self.init_block_size!r}, "
-            f"eps={self.eps!r})"
-        )
+        from unitnorm import _display
+
+        params, fitted = self._display_parts()
+        return _display.scaler_repr(self._WHO, _display.changed_params(self, params), fitted)
+
+    def _repr_html_(self) -> str:
+        from unitnorm import _display
+
+        return _display.scaler_html(self._WHO, *self._display_parts())
 
     def reset(self) -> None:
         """Forget the stream: the next chunk starts from a fresh state and may have any unit."""

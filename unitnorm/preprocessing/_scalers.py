@@ -93,7 +93,26 @@ class _Scaler:
         return {k: getattr(self, k) for k in (*self._param_names, "per", "flat", "nan_policy")}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+        from unitnorm import _display
+
+        return _display.scaler_repr(
+            self._who, _display.changed_params(self, list(self.get_params().items())), self._display_fitted()
+        )
+
+    def _repr_html_(self) -> str:
+        from unitnorm import _display
+
+        return _display.scaler_html(self._who, list(self.get_params().items()), self._display_fitted())
+
+    def _display_fitted(self) -> list[tuple[str, str]] | None:
+        """Per fitted statistic its per-feature range with units, or ``None`` before fitting."""
+        from unitnorm import _display
+
+        if self.__dict__.get("_stats") is None:
+            return None
+        names = [f"{k}_" for k in self._stats if not k.startswith("_")]
+        fields = [("n_features_in_", str(self.n_features_in_))]
+        return fields + _display.fitted_fields([(k, getattr(self, k, None)) for k in names])
 
     @property
     def _who(self) -> str:
