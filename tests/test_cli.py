@@ -504,8 +504,63 @@ def test_main_in_process(tmp_path, capsys):
 
 def test_console_script_declared():
     text = (REPO / "pyproject.toml").read_text()
-    assert 'unitnorm = "unitnorm.__main__:main"' in text
-    assert os.path.exists(REPO / "unitnorm" / "__main__.py")
+    # the entry point is a top-level module: importing it does not run unitnorm/__init__.py (JAX)
+    assert 'unitnorm = "unitnorm_cli:main"' in text
+    assert 'py-modules = ["unitnorm_cli"]' in text
+    assert os.path.exists(REPO / "unitnorm_cli.py")
+    assert os.path.exists(REPO / "unitnorm" / "__main__.py")  # python -m unitnorm
+
+
+def _light_run(*argv):
+    """Run the console script's function in a fresh interpreter with -X importtime; return the imports."""
+    code = "import sys, unitnorm_cli; sys.argv[0] = 'unitnorm'; sys.exit(unitnorm_cli.main())"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    errors = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    return proc, imported, errors
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["demo", "--help"], ["normalize", "--help"], ["stats", "--help"], ["--version"]]
+)
+def test_help_and_version_do_not_import_jax(argv):
+    proc, imported, errors = _light_run(*argv)
+    assert proc.returncode == 0, errors
+    assert "argparse" in imported  # the import log was read
+    assert not imported & {"jax", "jaxlib", "numpy", "brainunit", "unitnorm"}, sorted(imported)
+    if argv == ["--version"]:
+        assert proc.stdout == f"unitnorm {un.__version__}\n"
+    else:
+        assert proc.stdout.startswith(f"usage: unitnorm {argv[0] if len(argv) > 1 else ''}".rstrip())
+
+
+def test_usage_error_does_not_import_jax():
+    proc, imported, errors = _light_run("frobnicate")
+    assert proc.returncode == 2
+    assert errors.startswith("unitnorm: error: argument {demo,normalize,stats}: invalid choice: 'frobnicate'")
+    assert "jax" not in imported and "unitnorm" not in imported
+
+
+def test_light_entry_point_runs_the_subcommands(tmp_path, capsys):
+    import unitnorm_cli
+
+    out = tmp_path / "o.npz"
+    assert unitnorm_cli.main(["normalize", str(BUNDLED), "--out", str(out)]) == 0
+    assert out.exists()
+    assert unitnorm_cli.main(["normalize", str(tmp_path / "nope.edf"), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip() == f"unitnorm: error: {tmp_path / 'nope.edf'}: no such file"
 
 
 # ---------------------------------------------------------------------------- first contact (in process)

@@ -29,10 +29,11 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
+
+from unitnorm_cli import DEMO_PLOT, _corpus_options, _Parser, _parser  # noqa: F401 - re-exported
 
 DEMO_FILE = "test_subsecond_crop.edf"
-DEMO_PLOT = "unitnorm-demo.png"
 _INTERNAL_PREFIX = re.compile(
     r"(?:Recording|ChannelStats|StandardScaler|RobustScaler|QuantileScaler|ScalerLayer)(?:\.\w+)?: "
 )
@@ -44,13 +45,6 @@ class _Terminated(BaseException):
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _one_line(err: BaseException, source: str | None = None) -> str:
@@ -579,110 +573,15 @@ def _plot(path: str, rec: Any, raw: Any, z: Any, stats: Any) -> None:
 # ---------------------------------------------------------------------------- entry point
 
 
-def _parser() -> argparse.ArgumentParser:
-    from unitnorm import __version__
-
-    parser = _Parser(prog="unitnorm", description="Units-aware normalization for JAX and recordings.")
-    parser.add_argument("--version", action="version", version=f"unitnorm {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,normalize,stats}")
-    d = sub.add_parser(
-        "demo", help="normalize the bundled EEG recording; print statistics, plot before/after"
-    )
-    d.add_argument("--plot", default=DEMO_PLOT, help=f"where to write the PNG (default: ./{DEMO_PLOT})")
-    n = sub.add_parser(
-        "normalize",
-        help="normalize a recording per channel into an .npz, or a corpus into Zarr stores (--out-dir)",
-    )
-    n.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="PATH",
-        help="an EDF/BDF, NWB or FIF file, or any format neo reads; with --out-dir, files, glob "
-        "patterns, folders or a BIDS root",
-    )
-    where = n.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", help="the .npz to write (atomically), for one recording")
-    where.add_argument("--out-dir", metavar="DIR", help="write DIR/<file stem>.zarr for every recording")
-    _corpus_options(n)
-    n.add_argument(
-        "--method",
-        choices=["zscore", "robust", "mad", "quantile", "ems"],
-        default=None,
-        help="zscore: (x - mean) / std (default); robust: (x - median) / IQR; "
-        "mad: (x - median) / (1.4826 MAD); quantile: (x - median) / (q99 - q1); "
-        "ems: exponential moving standardization",
-    )
-    n.add_argument(
-        "--stats", metavar="STATS", help="apply a scaler saved with --save-stats instead of fitting"
-    )
-    n.add_argument("--save-stats", metavar="STATS", help="save the fitted scaler (a unitnorm checkpoint)")
-    n.add_argument(
-        "--factor-new", type=float, metavar="F", help="ems: weight of each new sample (default 1e-3)"
-    )
-    n.add_argument(
-        "--init-block-size", type=int, metavar="N", help="ems: samples standardized as one block first"
-    )
-    n.add_argument("--eps", metavar="EPS", help="ems: floor of the std, with a unit, e.g. 1e-4uV")
-    n.add_argument(
-        "--channels",
-        nargs="+",
-        metavar="NAME",
-        help="channels to keep (names, or comma-separated); with --out-dir also intersection or union",
-    )
-    n.add_argument("--chunk-seconds", type=float, metavar="S", help="seconds of samples read at a time")
-    n.add_argument("--name", help="NWB: the TimeSeries to read; neo: the signal (segment/name when several)")
-    n.add_argument(
-        "--skip-unknown-units",
-        action="store_true",
-        help="EDF/BDF: leave out channels whose unit unitnorm does not know (one warning names them)",
-    )
-    t = sub.add_parser("stats", help="fit statistics over a corpus of recordings; save them for --stats")
-    t.add_argument("inputs", nargs="+", metavar="PATH", help="files, glob patterns, folders or a BIDS root")
-    t.add_argument("--out", required=True, metavar="STATS", help="the fitted scaler (a unitnorm checkpoint)")
-    t.add_argument(
-        "--method",
-        choices=["zscore", "robust", "mad", "quantile"],
-        default=None,
-        help="zscore (default), robust, mad or quantile, as for normalize",
-    )
-    t.add_argument(
-        "--channels",
-        nargs="+",
-        metavar="NAME",
-        help="intersection (default: the channels every recording has), union, or names A,B,C",
-    )
-    _corpus_options(t)
-    return parser
-
-
-def _corpus_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--on-error",
-        choices=["raise", "skip"],
-        default="raise",
-        help="a recording that cannot be read: stop (default, before writing anything) or skip it",
-    )
-    p.add_argument(
-        "--scheduler",
-        metavar="processes|ADDRESS",
-        help="run the per-file tasks on a local Dask cluster (processes) or a running one (tcp://HOST:PORT)",
-    )
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes for --scheduler processes")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a progress bar (default: on a terminal; otherwise one line every 10 s on stderr)",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``unitnorm`` command; returns the exit status."""
-    for stream in (sys.stdout, sys.stderr):  # channel names from files may not fit the terminal's encoding
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            reconfigure(errors="backslashreplace")
-    args = _parser().parse_args(argv)
+    """Entry point of ``python -m unitnorm``; returns the exit status (see :func:`unitnorm_cli.main`)."""
+    import unitnorm_cli
+
+    return unitnorm_cli.main(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand that :func:`unitnorm_cli.main` parsed; returns the exit status."""
     command = demo if args.command == "demo" else None
     caught: list[warnings.WarningMessage] = []
     # Batch schedulers stop jobs with SIGTERM: turn it into an exception, so the temporary output
