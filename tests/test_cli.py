@@ -401,12 +401,29 @@ def test_demo(runs):
     assert "Recording(1 channel: Fp1 [uV]; 15360 samples at 128 Hz, 120 s)" in proc.stdout
     assert f"Fp1      {values.mean():.4g} uV  {values.std():.4g} uV" in proc.stdout
     assert "the same EEG converted to volts gives the same z-scores" in proc.stdout
+    # several channels in their units: the one EEG channel as read, in V, and in mV on an offset
+    assert "Recording(3 channels: Fp1 [uV], Fp1 in V [V], Fp1 + 50 mV [mV]; 15360 samples" in proc.stdout
+    import re
+
+    agree = re.search(r"normalized per channel, their z-scores agree: max difference (\S+)", proc.stdout)
+    assert agree is not None and float(agree.group(1)) < 1e-5, proc.stdout
+    # the trap, against a float64 formula: epsilon 1e-5 read in uV^2 by one layer, V^2 by the other
+    # (momentum 0.99 does not matter: a layer in training normalizes with the batch statistics)
+    mean, var = values.mean(), values.var()
+    z_uv = (values - mean) / np.sqrt(var + 1e-5)
+    z_v = (values - mean) * 1e-6 / np.sqrt(var * 1e-12 + 1e-5)
+    trap = re.search(r"adopt their input's unit differ by (\S+): their float", proc.stdout)
+    assert trap is not None and float(trap.group(1)) == pytest.approx(np.abs(z_uv - z_v).max(), abs=0.01)
+    fix = re.search(
+        r"the fix: two BatchNorm0d\(in_unit=u.uvolt\) layers.*agree: max difference (\S+)", proc.stdout
+    )
+    assert fix is not None and float(fix.group(1)) < 1e-5 * np.abs(z_uv).max()
     png = out / "demo.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
     image = matplotlib.image.imread(png)
-    assert image.shape[:2] == (500, 900)
+    assert image.shape[:2] == (800, 1280)  # readable on a 1280 px screen without scaling
     assert [p.name for p in out.iterdir()] == ["demo.png"]
 
 

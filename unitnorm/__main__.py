@@ -505,6 +505,22 @@ def demo(plot_path: str = DEMO_PLOT) -> int:
             "   the same EEG converted to volts gives the same z-scores: "
             f"max difference {np.abs(z - z_volts).max():.1e}"
         )
+        # The file has one channel. Three channels in three units, all from its samples: as read (uV),
+        # converted to V, and in mV on a 50 mV electrode offset (a DC offset such as electrodes have).
+        uv = np.asarray(x.mantissa[:, 0], dtype=np.float64)
+        columns = np.column_stack([uv, uv * 1e-6, uv * 1e-3 + 50.0])
+        mixed = io.Recording(
+            columns,
+            rec.sampling_rate,
+            channel_names=["Fp1", "Fp1 in V", "Fp1 + 50 mV"],
+            channel_units=["uV", "V", "mV"],
+        )
+        z_mixed, _ = preprocessing.normalize_recording(mixed, chunk_seconds=10.0, progress=False)
+        print(
+            "   three channels in three units, from Fp1's samples (as read, converted to V, in mV on a "
+            f"50 mV offset):\n   {mixed}\n   normalized per channel, their z-scores agree: max difference "
+            f"{np.abs(z_mixed - z_mixed[:, :1]).max():.1e}"
+        )
         x_volts = rec.select(u.volt).data
         layer = un.BatchNorm0d(in_size=rec.n_channels, in_unit=u.uvolt)
         z_layer = np.asarray(layer(x_volts))
@@ -512,18 +528,39 @@ def demo(plot_path: str = DEMO_PLOT) -> int:
             f"   un.BatchNorm0d(in_unit=u.uvolt) on the volt copy agrees with the stream: "
             f"max difference {np.abs(z_layer - z).max():.1e}"
         )
+
+        print("\n4. The trap and the fix: the same EEG in uV and in V through two layers each")
         adopt_uv, adopt_v = un.BatchNorm0d(rec.n_channels), un.BatchNorm0d(rec.n_channels)
-        naive = float(jnp.max(jnp.abs(adopt_uv(x) - adopt_v(x_volts))))
+        trap_uv, trap_v = np.asarray(adopt_uv(x)), np.asarray(adopt_v(x_volts))
+        naive = float(np.max(np.abs(trap_uv - trap_v)))
         print(
             f"   two BatchNorm0d layers that each adopt their input's unit differ by {naive:.2f}: "
             "their float\n"
             "   epsilon 1e-5 is read in uV^2 by one and in V^2 (far above the EEG's variance) by the other"
         )
+        fixed_uv = un.BatchNorm0d(rec.n_channels, in_unit=u.uvolt)
+        fixed_v = un.BatchNorm0d(rec.n_channels, in_unit=u.uvolt)
+        fix_uv, fix_v = np.asarray(fixed_uv(x)), np.asarray(fixed_v(x_volts))
+        fixed = float(np.max(np.abs(fix_uv - fix_v)))
+        print(
+            f"   the fix: two BatchNorm0d(in_unit=u.uvolt) layers, one fed uV and one fed V, agree: "
+            f"max difference {fixed:.1e}\n"
+            "   (or pass a Quantity epsilon, e.g. epsilon=1e-5 * u.uvolt**2)"
+        )
 
         seconds = 10.0
         n = int(seconds * float(rec.sampling_rate.mantissa))
-        _plot(plot_path, rec, x.mantissa[:n], z[:n], stats)
-    print(f"\n4. Wrote the before/after plot (first {seconds:g} s): {plot_path}")
+        _plot(
+            plot_path,
+            mixed,
+            columns,
+            z_mixed,
+            n,
+            trap=(trap_uv[:n, 0], trap_v[:n, 0], naive, float(stats.var_mantissa[0]) * 1e-12),
+            fix=(fix_uv[:n, 0], fix_v[:n, 0], fixed),
+        )
+    print(f"\n5. Wrote the plot (first {seconds:g} s: three channels before and after, the trap, the fix):")
+    print(f"   {plot_path}")
     return 0
 
 
@@ -533,32 +570,78 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def _plot(path: str, rec: Any, raw: Any, z: Any, stats: Any) -> None:
-    """Two panels, raw (with units) above, z-scores below; PNG via the Agg canvas, written atomically."""
+def _plot(path: str, rec: Any, raw: Any, z: Any, n: int, trap: tuple, fix: tuple) -> None:
+    """Write the demo's figure (first ``n`` samples), 1280 x 800 px; PNG via Agg, written atomically.
+
+    Left: each channel before, in its own unit (small multiples); right: all after, dimensionless,
+    stacked. Below: the same EEG in uV and V through two unit-adopting layers (float epsilon; the
+    trap), and through two layers with ``in_unit`` (the fix).
+    """
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
-    t = np.arange(raw.shape[0]) / float(rec.sampling_rate.mantissa)
-    fig = Figure(figsize=(9, 5), layout="constrained")
+    rate = float(rec.sampling_rate.mantissa)
+    t = np.arange(n) / rate
+    colors = ("#1f77b4", "#d62728", "#2ca02c")
+    fig = Figure(figsize=(12.8, 8), layout="constrained")
     FigureCanvasAgg(fig)
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    for j, name in enumerate(rec.channel_names):
-        unit = rec.channel_units[j]
-        top.plot(
-            t,
-            raw[:, j],
-            lw=0.7,
-            label=f"{name}: mean {stats.mean_mantissa[j]:.2f} {unit}, std {stats.std_mantissa[j]:.2f} {unit}",
-        )
-        bottom.plot(t, z[:, j], lw=0.7, label=f"{name} (z-score)")
-    top.set_ylabel(f"before ({rec.channel_units[0]})")
-    top.set_title("unitnorm demo: EEG before and after per-channel normalization")
-    bottom.set_ylabel("after (dimensionless)")
-    bottom.set_xlabel("time (s)")
-    for ax in (top, bottom):
-        ax.legend(loc="upper right", fontsize=8)
-        ax.grid(alpha=0.3)
+    rows = [[f"before{j}", "after"] for j in range(rec.n_channels)] + [["trap", "fix"]]
+    ax = fig.subplot_mosaic(rows, height_ratios=[1] * rec.n_channels + [1.7])
+    fig.suptitle(
+        "unitnorm demo: one EEG channel (Fp1, bundled) as three channels in three units, "
+        "normalized per channel",
+        fontsize=13,
+    )
+    for j, (name, unit) in enumerate(zip(rec.channel_names, rec.channel_units, strict=True)):
+        a = ax[f"before{j}"]
+        mean, std = raw[:, j].mean(), raw[:, j].std()  # of the whole recording, as normalized
+        a.plot(t, raw[:n, j], lw=0.6, color=colors[j])
+        a.set_ylabel(str(unit), fontsize=11)
+        a.set_title(f"before: {name}   mean {mean:.4g} {unit}, std {std:.4g} {unit}", fontsize=10, loc="left")
+        if np.abs(raw[:n, j]).max() < 1e-2:  # tick labels as 2.5e-05: no exponent above the axis
+            a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1e}"))
+        else:
+            a.ticklabel_format(axis="y", useOffset=False)
+        if j < rec.n_channels - 1:
+            a.tick_params(labelbottom=False)
+    ax[f"before{rec.n_channels - 1}"].set_xlabel("time (s)")
+    after = ax["after"]
+    step = 8.0
+    for j in range(rec.n_channels):
+        after.plot(t, z[:n, j] - j * step, lw=0.6, color=colors[j])
+    after.set_yticks([-j * step for j in range(rec.n_channels)], list(rec.channel_names), fontsize=10)
+    spread = float(np.abs(z - z[:, :1]).max())
+    after.set_title(
+        f"after: z = (x - mean) / std, dimensionless, stacked {step:g} apart\n"
+        f"the three channels' z-scores: max difference {spread:.1e}",
+        fontsize=10,
+        loc="left",
+    )
+    after.set_xlabel("time (s)")
+    diff, var_v = trap[2], trap[3]
+    shrink = np.sqrt((var_v + 1e-5) / var_v)
+    titles = {
+        "trap": "the trap: BatchNorm0d() adopts each input's unit; float epsilon=1e-5\n"
+        f"in V, epsilon (1e-5 V^2) swamps the variance ({var_v:.2g} V^2): output {shrink:.0f}x smaller\n"
+        f"max difference {diff:.2f}",
+        "fix": "the fix: BatchNorm0d(in_unit=u.uvolt): V is converted to uV first,\n"
+        "so epsilon is read in uV^2 for both\n"
+        f"max difference {fix[2]:.1e}",
+    }
+    for key, (y_uv, y_v) in (("trap", trap[:2]), ("fix", fix[:2])):
+        a = ax[key]
+        a.plot(t, y_uv, lw=0.8, color="#1f77b4", label="fed the EEG in uV")
+        dash = "--" if key == "fix" else "-"
+        a.plot(t, y_v, lw=0.8, color="#ff7f0e", ls=dash, label="fed the same EEG in V")
+        a.set_title(titles[key], fontsize=10, loc="left")
+        a.set_xlabel("time (s)")
+        a.set_ylabel("layer output (dimensionless)")
+        a.legend(loc="upper right", fontsize=9)
+    ax["fix"].sharey(ax["trap"])
+    for a in ax.values():
+        a.grid(alpha=0.3)
     directory, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{base}.{os.getpid()}.tmp")
     try:
