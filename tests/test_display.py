@@ -264,3 +264,26 @@ def test_ems_repr():
     assert unit == "uV" and _close(lo, m.min()) and _close(hi, m.max())
     assert _range(text, "var_")[2] == "uV^2"
     _parse(ems._repr_html_())
+
+
+def test_layers_with_brainstate_states_and_a_wrapped_layer():
+    brainstate = pytest.importorskip("brainstate")
+    layer = un.BatchNorm0d(3, in_unit=u.mV, param_type=brainstate.ParamState, mean_type=brainstate.BatchState)
+    layer(np.arange(12.0).reshape(4, 3) * u.mV)
+    text = repr(layer)
+    lo, hi, unit = _range(text, "running_mean")
+    m = np.asarray(layer.running_mean.value.mantissa)
+    assert unit == "mV" and _close(lo, m.min()) and _close(hi, m.max())
+    linear = brainstate.nn.Linear(4, 3)
+    wrapped = un.SpectralNorm(linear, param="weight.weight", mean_type=brainstate.BatchState)
+    assert "wraps=Linear.weight.weight" in repr(wrapped)
+    _parse(wrapped._repr_html_())
+
+
+def test_nan_channels_in_a_recording():
+    x = np.column_stack([np.full(50, np.nan), np.r_[np.arange(25.0), np.full(25, np.nan)]])
+    root = _parse(Recording(x, 10.0, channel_units="uV")._repr_html_())
+    cells = _texts(root)
+    assert cells[2] == "all non-finite (50)" and cells[6] == "[0, 24] (25 non-finite)"
+    for svg in root.iter("{http://www.w3.org/2000/svg}polygon"):
+        assert "nan" not in svg.get("points")

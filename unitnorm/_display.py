@@ -15,6 +15,7 @@ needs them.
 from __future__ import annotations
 
 import html
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
 #: States summarised by their range only (their shape is the features' shape).
 _STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 _CELL = "padding:0 10px 0 0;text-align:left"
+_ONE_NUMBER = re.compile(r"[-+]?(\d|inf|nan)")
 
 
 def fmt(x: float) -> str:
@@ -101,7 +103,11 @@ def value_range(value: Any) -> str:
 
 def one_line(name: str, fields: Sequence[tuple[str, str]]) -> str:
     """Join ``(key, text)`` pairs as ``Name(key=text, ...)`` (no ``=`` after keys ending ``∈`` or ``: ``)."""
-    parts = [k + (v if k.endswith(("∈", ": ")) else f"={v}") if k else v for k, v in fields]
+    parts = []
+    for k, v in fields:
+        if k.endswith("∈") and _ONE_NUMBER.match(v):  # one value: ``sigma=1``, not ``sigma∈1``
+            k = k[:-1]
+        parts.append(k + (v if k.endswith(("∈", ": ")) else f"={v}") if k else v)
     return f"{name}({', '.join(parts)})"
 
 
@@ -116,7 +122,7 @@ def html_table(
     out = [
         '<div class="unitnorm-repr">',
         '<table style="border-collapse:collapse;font-family:monospace;font-size:12px">',
-        '<caption style="text-align:left;font-weight:bold;padding-bottom:2px">'
+        '<caption style="text-align:left;font-weight:bold;padding-bottom:2px;white-space:nowrap">'
         f"{html.escape(title)}</caption>",
     ]
     if header:
