@@ -14,6 +14,11 @@ PATHS... --out-dir DIR [--stats STATS]`` writes one Zarr store per recording. Bo
 run serially, on a local Dask cluster (``--scheduler processes --workers N``) or on a
 running one (``--scheduler tcp://HOST:PORT``), with progress over files and bytes.
 
+The installed ``unitnorm`` command enters through the top-level module ``unitnorm_cli``,
+which parses the arguments with the standard library only (``--help`` and ``--version``
+answer without importing JAX) and then calls :func:`run` here; ``python -m unitnorm``
+imports the package (and so JAX) first.
+
 Bad input (a missing file, a file that is not EDF/BDF/NWB, a corrupt header, an
 unknown unit string, a channel that is not there) ends with exit status 1 and
 one line on stderr; the output file is written under a temporary name and renamed
