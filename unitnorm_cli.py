@@ -123,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _corpus_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--nan-policy",
+        choices=["propagate", "omit", "raise"],
+        default=None,
+        help="non-finite samples (gaps of an EDF+D file read as NaN): propagate into the statistics "
+        "(default), omit them, or stop with an error naming the channels",
+    )
+    p.add_argument(
         "--on-error",
         choices=["raise", "skip"],
         default="raise",

@@ -92,6 +92,43 @@ def _concerns_data(w: warnings.WarningMessage) -> bool:
     return os.path.abspath(w.filename).startswith(package)
 
 
+def _nan_policy(args: argparse.Namespace) -> dict[str, str]:
+    """``--nan-policy``: the scaler keyword for fitting (refused where nothing is fitted)."""
+    policy = getattr(args, "nan_policy", None)
+    if policy is None:
+        return {}
+    if getattr(args, "stats", None) is not None:
+        raise ValueError("--nan-policy applies when fitting; --stats applies statistics already fitted")
+    if getattr(args, "method", None) == "ems":
+        raise ValueError("--nan-policy applies to the fitted methods, not to --method ems")
+    return {"nan_policy": policy}
+
+
+def _warn_nonfinite(scaler: Any) -> None:
+    """One line on stderr naming the channels whose fitted statistics are not finite."""
+    import sys
+
+    import numpy as np
+
+    scales = scaler.scale_ if isinstance(scaler.scale_, tuple) else (scaler.scale_,)
+    names = scaler.channel_names_
+    bad: list[str] = []
+    for index, scale in zip(scaler.groups_, scales, strict=False):
+        finite = np.isfinite(np.asarray(getattr(scale, "mantissa", scale)))
+        if finite.shape != np.shape(index):
+            finite = np.full(np.shape(index), finite.all())
+        for i in np.asarray(index)[~finite]:
+            bad.append(str(names[i]) if names is not None else f"#{i}")
+    if bad:
+        hint = "" if scaler.nan_policy != "propagate" else "; --nan-policy omit leaves those samples out"
+        plural = "s" if len(bad) != 1 else ""
+        print(
+            f"unitnorm: warning: the statistics of {len(bad)} channel{plural} are not finite "
+            f"({', '.join(bad)}): non-finite samples such as EDF+D gaps{hint}",
+            file=sys.stderr,
+        )
+
+
 def _load_stats(path: str, method: str | None) -> tuple[Any, str]:
     """Read a ``--stats`` file: a fitted scaler, and its method (which ``--method``, if given, must match)."""
     import unitnorm as un
@@ -170,7 +207,7 @@ def stats_command(args: argparse.Namespace) -> int:
     scheduler, workers = _scheduler(args)
     report = preprocessing.fit_corpus(
         args.inputs,
-        args.method or "zscore",
+        preprocessing.scaler_for(args.method or "zscore", **_nan_policy(args)),
         channels=_corpus_channels(args.channels),
         on_error=args.on_error,
         scheduler=scheduler,
@@ -179,10 +216,12 @@ def stats_command(args: argparse.Namespace) -> int:
     )
     un.save(out, report.scaler)
     _report_skipped(report)
+    _warn_nonfinite(report.scaler)
+    n_channels = len(report.channel_names)
     print(
         f"fitted {type(report.scaler).__name__} over {len(report.files)} recording"
         f"{'s' if len(report.files) != 1 else ''} ({len(report.skipped)} skipped), "
-        f"{len(report.channel_names)} channels: {', '.join(report.channel_names)}"
+        f"{n_channels} channel{'s' if n_channels != 1 else ''}: {', '.join(report.channel_names)}"
     )
     print(f"wrote {out}")
     return 0
@@ -210,7 +249,7 @@ def _normalize_corpus_command(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(unused)}: not available with --out-dir (one recording with --out)")
     if args.method == "ems":
         raise ValueError("--method ems adapts within each recording; use --out per recording")
-    scaler: Any = args.method or "zscore"
+    scaler: Any = preprocessing.scaler_for(args.method or "zscore", **_nan_policy(args))
     if args.stats is not None:
         scaler, _ = _load_stats(args.stats, args.method)
     scheduler, workers = _scheduler(args)
@@ -225,6 +264,8 @@ def _normalize_corpus_command(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     _report_skipped(report)
+    if args.stats is None:
+        _warn_nonfinite(report.scaler)
     print(
         f"wrote {len(report.written)} Zarr store{'s' if len(report.written) != 1 else ''} to {args.out_dir} "
         f"({len(report.reused)} already complete, {len(report.skipped)} skipped), "
@@ -261,6 +302,7 @@ def normalize_command(args: argparse.Namespace) -> int:
         raise ValueError("--factor-new, --init-block-size and --eps apply to --method ems only")
     if ems and args.save_stats is not None:
         raise ValueError("--save-stats: ems keeps no fitted statistics (it adapts as it goes)")
+    policy = _nan_policy(args)
     rec = io.read_recording(
         args.input, channels=channels, name=args.name, skip_unknown_units=args.skip_unknown_units
     )
@@ -282,6 +324,11 @@ def normalize_command(args: argparse.Namespace) -> int:
     if ems:
         _write_ems(rec, out, args, step)
     else:
+        if scaler is None:
+            scaler = preprocessing.scaler_for(method, **policy).fit(
+                rec, chunk_samples=step, progress=args.progress
+            )
+            _warn_nonfinite(scaler)
         scaler = preprocessing.write_normalized(
             rec, out, method, scaler=scaler, chunk_samples=step, progress=args.progress
         )

@@ -307,12 +307,13 @@ def robust_stats(
     )
 
 
-def scaler_for(method: str) -> Any:
+def scaler_for(method: str, **params: Any) -> Any:
     """Return an unfitted scaler for a method name of the command line.
 
     ``'zscore'``: :class:`StandardScaler`; ``'robust'``: :class:`RobustScaler`
     (median, IQR); ``'mad'``: ``RobustScaler(scale='mad')`` (median, MAD / 0.6745);
-    ``'quantile'``: :class:`QuantileScaler`.
+    ``'quantile'``: :class:`QuantileScaler`. Keyword arguments (``per``, ``flat``,
+    ``nan_policy``) go to the scaler's constructor.
 
     Examples
     --------
@@ -321,13 +322,13 @@ def scaler_for(method: str) -> Any:
     'mad'
     """
     if method == "zscore":
-        return StandardScaler()
+        return StandardScaler(**params)
     if method == "robust":
-        return RobustScaler()
+        return RobustScaler(**params)
     if method == "mad":
-        return RobustScaler(scale="mad")
+        return RobustScaler(scale="mad", **params)
     if method == "quantile":
-        return QuantileScaler()
+        return QuantileScaler(**params)
     raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
 
 
