@@ -494,3 +494,105 @@ def test_cli_page_documents_every_subcommand_option_and_exit_status():
         assert fmt in text
     index = (DOCS / "index.rst").read_text()
     assert re.search(r"^   cli$", index, re.M) and ":doc:`cli`" in index
+
+
+# ----------------------------------------------------------------------------
+# the performance page's data, the bundled inventories
+
+
+def _ext_module(name: str):
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+
+
+def _bench_rows() -> list[dict]:
+    def row(group, shape, impl, family, median):
+        return {
+            "group": group,
+            "shape_name": shape,
+            "shape": [2, 3, 4],
+            "impl": impl,
+            "family": family,
+            "median_s": median,
+        }
+
+    rows = [
+        row("bn_train", "small", "unitnorm layer (array)", "unitnorm", 2.0),
+        row("bn_train", "small", "unitnorm layer (Quantity)", "unitnorm", 3.0),
+        row("bn_train", "small", "flax.nnx, jax.jit", "flax", 4.0),
+        row("bn_train", "small", "brainstate, transform.jit", "brainstate", 5.0),
+        row("bn_train", "small", "plain jnp", "reference", 1.0),
+        row("layer_norm", "large", "unitnorm LayerNorm (Quantity)", "unitnorm", 6.0),
+        row("layer_norm", "large", "equinox, filter_jit", "equinox", 3.0),
+    ]
+    for r in rows:  # what benchmarks/run.py adds: the ratio to the fastest peer of the case
+        peers = [
+            p["median_s"]
+            for p in rows
+            if p["group"] == r["group"] and p["family"] != "unitnorm" and p["family"] != "reference"
+        ]
+        r["ratio_to_fastest_peer"] = r["median_s"] / min(peers)
+    return rows
+
+
+def test_benchmark_summary_takes_the_quantity_layer_against_the_fastest_peer():
+    perf = _ext_module("unitnorm_perf")
+    entries = perf.summary({"results": _bench_rows()})
+    assert [(e["group"], e["shape"]) for e in entries] == [("bn_train", "small"), ("layer_norm", "large")]
+    bn, ln = entries
+    assert bn["impl"] == "unitnorm layer (Quantity)" and bn["ratio"] == pytest.approx(3.0 / 4.0)
+    assert bn["peer"] == "flax.nnx, jax.jit"  # the reference row is not a peer
+    assert ln["ratio"] == pytest.approx(2.0) and ln["peer"].startswith("equinox")
+    svg = perf.chart_svg(entries)
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "BatchNorm1d train" in svg and "LayerNorm" in svg
+
+
+def test_benchmark_pages_degrade_when_the_json_is_missing_or_changed(tmp_path):
+    """A missing file or another schema never fails the docs build: the page says what is missing."""
+    perf = _ext_module("unitnorm_perf")
+    data, why = perf.load(tmp_path / "absent.json")
+    assert data is None and "no benchmark results" in why
+    (tmp_path / "bad.json").write_text("{not json")
+    assert perf.load(tmp_path / "bad.json")[0] is None
+    (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
+    data, why = perf.load(tmp_path / "other.json")
+    assert data is None and "'results'" in why
+    # rows without the keys read, or without peers, are skipped rather than raising
+    odd = [{"group": "x"}, {"group": "y", "shape_name": "s", "impl": "u", "family": "unitnorm"}, "text"]
+    assert perf.summary({"results": odd}) == []
+
+
+def test_committed_benchmark_json_is_readable_and_names_no_local_path():
+    perf = _ext_module("unitnorm_perf")
+    path = ROOT / "benchmarks" / "results.json"
+    data, why = perf.load(path)
+    assert data is not None, why
+    entries = perf.summary(data)
+    assert {e["label"] for e in entries} >= {"BatchNorm1d train", "LayerNorm", "RMSNorm", "GroupNorm"}
+    text = path.read_text()
+    for bad in ("/work/", "/tmp/", "/home/", "/root/"):
+        assert bad not in text, bad
+
+
+def test_bundled_inventories_are_current_and_list_the_targets_the_docs_use():
+    sys.path.insert(0, str(DOCS / "_intersphinx"))
+    try:
+        make = importlib.import_module("make_inventories")
+    finally:
+        sys.path.remove(str(DOCS / "_intersphinx"))
+    from sphinx.util.inventory import InventoryFile
+
+    for key, (project, version, entries) in make.PROJECTS.items():
+        path = DOCS / "_intersphinx" / f"{key}.inv"
+        assert path.read_bytes() == make.inventory_bytes(project, version, entries), (
+            f"{path.name} is stale: run python docs/_intersphinx/make_inventories.py"
+        )
+    inv = InventoryFile.loads(
+        (DOCS / "_intersphinx" / "jax.inv").read_bytes(), uri="https://docs.jax.dev/en/latest/"
+    )
+    assert "jax.Array" in inv.data["py:class"] and "jax.jit" in inv.data["py:function"]
+    assert inv.data["py:class"]["jax.Array"].uri.startswith("https://docs.jax.dev/en/latest/_autosummary/")
