@@ -289,7 +289,10 @@ def documented_objects(modules: list[str]) -> dict[str, Any]:
 def object_page(fullname: str, obj: Any) -> str:
     """Return the reStructuredText of one object's page."""
     module, _, name = fullname.rpartition(".")
-    lines = [MARKER, "", *_title(fullname), f".. currentmodule:: {module}", ""]
+    # titled without the package name (``BatchNorm1d``, ``functional.batch_norm``): the
+    # sidebar is narrow; the signature below gives the full name
+    title = fullname.removeprefix(f"{PACKAGE}.")
+    lines = [MARKER, "", *_title(title), f".. currentmodule:: {module}", ""]
     return "\n".join(lines + _directive(name, obj))
 
 
