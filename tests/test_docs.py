@@ -141,12 +141,51 @@ def test_public_objects_have_docstrings():
     assert not empty, f"public objects without a docstring: {empty}"
 
 
-def test_every_public_module_page_has_examples(dummy_build):
-    pages = {d: n for d, n in dummy_build["blocks"].items() if d.startswith("api/unitnorm")}
+def _module_of_page(docname: str) -> str:
+    """``api/generated/unitnorm.functional.batch_norm`` -> ``unitnorm.functional``."""
+    return docname.removeprefix("api/generated/").rpartition(".")[0]
+
+
+def test_every_public_module_has_pages_with_examples(dummy_build):
+    """One page per module (tables) and per object (the docstring, whose examples run)."""
+    blocks = dummy_build["blocks"]
     modules = {f"api/{m}" for m in dummy_build["modules"]}
-    assert "api/unitnorm" in pages and "api/unitnorm.functional" in pages and "api/unitnorm.init" in pages
-    assert modules <= set(pages) | {"api/index"}, f"modules without a page: {sorted(modules - set(pages))}"
-    assert all(n > 0 for n in pages.values()), f"API pages without >>> examples: {pages}"
+    assert {"api/unitnorm", "api/unitnorm.functional", "api/unitnorm.init"} <= set(blocks)
+    assert modules <= set(blocks) | {"api/index"}, f"modules without a page: {sorted(modules - set(blocks))}"
+    per_module: dict[str, int] = {}
+    for doc, n in blocks.items():
+        if doc.startswith("api/generated/unitnorm."):
+            per_module[_module_of_page(doc)] = per_module.get(_module_of_page(doc), 0) + n
+    for module in dummy_build["modules"]:
+        assert per_module.get(module, 0) > 0, f"no page of {module}'s objects has >>> examples: {per_module}"
+    for name in ("unitnorm.BatchNorm1d", "unitnorm.LayerNorm", "unitnorm.functional.batch_norm"):
+        assert blocks.get(f"api/generated/{name}", 0) > 0, f"{name}'s page has no examples"
+
+
+def test_every_documented_object_is_in_a_group_of_the_api_index():
+    """The grouped index (docs/_ext/unitnorm_docs.API_GROUPS) sorts every documented name."""
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        ext = importlib.import_module("unitnorm_docs")
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    documented = ext.documented_objects(ext.public_modules())
+    grouped = [n for _, _, names in ext.API_GROUPS for n in names]
+    assert len(grouped) == len(set(grouped)), "a name is listed in two groups"
+    assert not set(documented) - set(grouped), f"not in any group: {sorted(set(documented) - set(grouped))}"
+    assert not set(grouped) - set(documented), (
+        f"listed but not public: {sorted(set(grouped) - set(documented))}"
+    )
+    # every public object is documented once, under the root name when the root re-exports it
+    import unitnorm
+
+    ids = {id(o) for o in documented.values()}
+    missing = [
+        n for n, o in _public_objects().items() if not isinstance(o, types.ModuleType) and id(o) not in ids
+    ]
+    assert not missing, missing
+    assert "unitnorm.BatchNorm1d" in documented and "unitnorm.nn.BatchNorm1d" not in documented
+    assert documented["unitnorm.weight_standardization"] is unitnorm.functional.weight_standardization
 
 
 def test_no_page_is_empty_and_optional_pages_are_listed(dummy_build):
@@ -274,14 +313,23 @@ def _doctest_counts(output: str) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.slow
-def test_sphinx_html_and_doctest_builds(tmp_path):
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory):
+    """``sphinx-build -W`` html and doctest, once for the slow tests of this file."""
     _needs_sphinx()
-    html = _sphinx("html", tmp_path)
+    out = tmp_path_factory.mktemp("site")
+    html = _sphinx("html", out)
     assert html.returncode == 0, (
         f"sphinx-build -W -b html failed:\n{html.stdout[-3000:]}\n{html.stderr[-5000:]}"
     )
-    dt = _sphinx("doctest", tmp_path)
+    dt = _sphinx("doctest", out)
+    return {"out": out, "site": out / "html", "doctest": dt}
+
+
+@pytest.mark.slow
+def test_sphinx_html_and_doctest_builds(built_site):
+    tmp_path = built_site["out"]
+    dt = built_site["doctest"]
     output = (tmp_path / "doctest" / "output.txt").read_text()
     assert dt.returncode == 0, f"sphinx-build -W -b doctest failed:\n{output[-5000:]}\n{dt.stderr[-3000:]}"
     assert re.search(r"^\s+0 failures in tests$", output, re.M), output[-2000:]
@@ -289,15 +337,17 @@ def test_sphinx_html_and_doctest_builds(tmp_path):
     counts = _doctest_counts(output)
     modules = [p.stem for p in (DOCS / "api").glob("unitnorm*.rst")]
     assert {"unitnorm", "unitnorm.functional", "unitnorm.init"} <= set(modules)
+    per_module: dict[str, int] = {}
+    for doc, n in counts.items():
+        if doc.startswith("api/generated/unitnorm."):
+            per_module[_module_of_page(doc)] = per_module.get(_module_of_page(doc), 0) + n
     for module in modules:
-        assert counts.get(f"api/{module}", 0) > 0, (
-            f"the doctest builder ran no example for {module}: {counts}"
-        )
+        assert per_module.get(module, 0) > 0, f"the doctest builder ran no example for {module}: {per_module}"
     for page in ("index", "getting_started", "units", "coming_from"):
         assert counts.get(page, 0) > 0, f"the doctest builder ran no example on {page}"
 
     # the rendered notebook pages show their plots, and the images exist
-    site = tmp_path / "html"
+    site = built_site["site"]
     for nb in NOTEBOOKS:
         page = (site / "tutorials" / f"{nb.stem}.html").read_text()
         srcs = re.findall(r'<img[^>]+src="([^"]+\.png)"', page)
@@ -313,8 +363,123 @@ def test_sphinx_html_and_doctest_builds(tmp_path):
             "py-modindex.html",
         }:
             continue
-        body = re.sub(r"<[^>]+>", " ", page.read_text().split('<article role="main"', 1)[-1])
+        html_text = page.read_text()
+        if page.parent.name == "generated" and page.stem.startswith("unitnorm."):
+            # an object's page: its description holds text (short for a small class)
+            dd = re.search(r"<dd>(.*?)</dd>", html_text, re.S)
+            assert dd and "<p>" in dd.group(1), f"{page.relative_to(site)} has no description"
+            continue
+        body = re.sub(r"<[^>]+>", " ", html_text.split('<article role="main"', 1)[-1])
         assert len(body.split()) > 40, f"{page.relative_to(site)} is nearly empty"
+
+
+def _toctree_entries(caption: str) -> list[str]:
+    """The entries of the index's toctree with this caption, read from docs/index.rst."""
+    text = (DOCS / "index.rst").read_text()
+    block = re.search(rf":caption: {caption}\n(?:\s+:\w+:.*\n)*\n((?:   \S.*\n?)+)", text)
+    assert block, f"docs/index.rst has no toctree captioned {caption!r}"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def _links(html: str) -> set[str]:
+    return {h.split("#", 1)[0] for h in re.findall(r'href="([^"]+)"', html)}
+
+
+@pytest.mark.slow
+def test_built_site_links_every_page_from_the_index(built_site):
+    site = built_site["site"]
+    index = (site / "index.html").read_text()
+    links = _links(index)
+    guide = [p for p in _toctree_entries("User guide") if any(DOCS.glob(f"{p}.*"))]
+    assert {"getting_started", "units", "coming_from", "cli", "performance"} <= set(guide)
+    for page in [*guide, "api/index"]:
+        assert (site / f"{page}.html").is_file(), f"{page}.html was not built"
+        assert f"{page}.html" in links, f"index.html does not link {page}.html"
+
+
+@pytest.mark.slow
+def test_built_api_pages_one_per_object_with_source_links(built_site):
+    site = built_site["site"]
+    api_index = (site / "api" / "index.html").read_text()
+    for title in ("Batch normalization", "Sample normalization", "Weight normalization", "Functional"):
+        assert f">{title}<" in api_index, f"the API index has no section {title!r}"
+    assert ">Other<" not in api_index
+    linked = _links(api_index)
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        documented = importlib.import_module("unitnorm_docs").documented_objects(
+            importlib.import_module("unitnorm_docs").public_modules()
+        )
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    for name in documented:
+        assert (site / "api" / "generated" / f"{name}.html").is_file(), f"no page for {name}"
+        assert f"generated/{name}.html" in linked, f"the API index does not link {name}"
+
+    page = (site / "api" / "generated" / "unitnorm.BatchNorm1d.html").read_text()
+    source = re.search(r'href="([^"]+_modules/[^"#]+)#[^"]*"[^>]*>\s*<span class="viewcode-link">', page)
+    assert source, "BatchNorm1d's page has no [source] link"
+    assert (site / "api" / "generated" / source.group(1)).resolve().is_file(), source.group(1)
+    # class defaults by name, never the class repr
+    text = re.sub(r"<[^>]+>", "", page)
+    assert "param_type=NormalizationParamState" in text
+    for html_page in (site / "api").rglob("*.html"):
+        assert "&lt;class &#39;" not in html_page.read_text(), f"a class repr in {html_page.name}"
+    # the four BatchNorm classes link one shared page instead of repeating the parameter list
+    assert "generated/batch_norm.html" in _links(page) or "batch_norm.html" in _links(page)
+    assert "nan_policy" not in text.split("Examples", 1)[0].split("Parameters", 1)[-1]
+    shared = re.sub(r"<[^>]+>", "", (site / "api" / "generated" / "batch_norm.html").read_text())
+    for param in ("momentum", "nan_policy", "virtual_batch_size", "param_type"):
+        assert param in shared, f"the shared BatchNorm page lacks {param}"
+
+
+@pytest.mark.slow
+def test_built_site_cross_links_copy_buttons_and_no_local_paths(built_site):
+    site = built_site["site"]
+    pages = list(site.rglob("*.html"))
+    every = "\n".join(p.read_text() for p in pages)
+    # intersphinx, offline, from the bundled inventories
+    for url in (
+        "https://brainunit.readthedocs.io/en/latest/apis/generated/brainunit.Quantity.html",
+        "https://docs.jax.dev/en/latest/_autosummary/jax.Array.html",
+        "https://docs.python.org/3/library/",
+        "https://numpy.org/doc/stable/",
+    ):
+        assert url in every, f"no link into {url}"
+    # copy buttons, with prompts stripped
+    index = (site / "index.html").read_text()
+    assert "copybutton.js" in index and "unitnorm.css" in index
+    script = (site / "_static" / "copybutton.js").read_text()
+    # the prompts as a regular expression, removed; only prompt lines copied (no doctest output)
+    call = re.search(r"return formatCopyText\(text, '([^']*)', (\w+), (\w+), (\w+)", script)
+    assert call, "copybutton.js does not format the copied text"
+    prompts, is_regexp, only_prompt_lines, remove_prompts = call.groups()
+    assert (is_regexp, only_prompt_lines, remove_prompts) == ("true", "true", "true")
+    pattern = re.compile(prompts.replace("\\\\", "\\"))
+    for line, rest in (
+        (">>> x = 1", "x = 1"),
+        ("...     f()", "    f()"),
+        ("$ unitnorm --help", "unitnorm --help"),
+    ):
+        assert pattern.match(line) and line[pattern.match(line).end() :] == rest, (prompts, line)
+    # nothing from the machine that built it
+    forbidden = ["/work/", "/tmp/", "/home/", "/root/", sys.prefix, str(ROOT), str(built_site["out"])]
+    for path in [*pages, *site.rglob("*.txt"), *site.rglob("*.js")]:
+        text = path.read_text(errors="replace")
+        for bad in forbidden:
+            assert bad not in text, f"{path.relative_to(site)} contains the local path {bad!r}"
+
+
+@pytest.mark.slow
+def test_built_performance_page_has_a_chart_table_and_folded_details(built_site):
+    page = (built_site["site"] / "performance.html").read_text()
+    chart = re.search(r'<figure class="unitnorm-chart"[^>]*>\s*<svg', page)
+    assert chart, "the performance page has no chart"
+    assert page.count("<details") >= 3 and "<summary>" in page
+    assert "–json" not in page and "--json" in page
+    text = re.sub(r"<[^>]+>", " ", page)
+    for word in ("engineer", "lent machine", "Measured once"):
+        assert word not in text, word
 
 
 def test_cli_page_documents_every_subcommand_option_and_exit_status():
@@ -346,3 +511,105 @@ def test_cli_page_documents_every_subcommand_option_and_exit_status():
         assert fmt in text
     index = (DOCS / "index.rst").read_text()
     assert re.search(r"^   cli$", index, re.M) and ":doc:`cli`" in index
+
+
+# ----------------------------------------------------------------------------
+# the performance page's data, the bundled inventories
+
+
+def _ext_module(name: str):
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+
+
+def _bench_rows() -> list[dict]:
+    def row(group, shape, impl, family, median):
+        return {
+            "group": group,
+            "shape_name": shape,
+            "shape": [2, 3, 4],
+            "impl": impl,
+            "family": family,
+            "median_s": median,
+        }
+
+    rows = [
+        row("bn_train", "small", "unitnorm layer (array)", "unitnorm", 2.0),
+        row("bn_train", "small", "unitnorm layer (Quantity)", "unitnorm", 3.0),
+        row("bn_train", "small", "flax.nnx, jax.jit", "flax", 4.0),
+        row("bn_train", "small", "brainstate, transform.jit", "brainstate", 5.0),
+        row("bn_train", "small", "plain jnp", "reference", 1.0),
+        row("layer_norm", "large", "unitnorm LayerNorm (Quantity)", "unitnorm", 6.0),
+        row("layer_norm", "large", "equinox, filter_jit", "equinox", 3.0),
+    ]
+    for r in rows:  # what benchmarks/run.py adds: the ratio to the fastest peer of the case
+        peers = [
+            p["median_s"]
+            for p in rows
+            if p["group"] == r["group"] and p["family"] != "unitnorm" and p["family"] != "reference"
+        ]
+        r["ratio_to_fastest_peer"] = r["median_s"] / min(peers)
+    return rows
+
+
+def test_benchmark_summary_takes_the_quantity_layer_against_the_fastest_peer():
+    perf = _ext_module("unitnorm_perf")
+    entries = perf.summary({"results": _bench_rows()})
+    assert [(e["group"], e["shape"]) for e in entries] == [("bn_train", "small"), ("layer_norm", "large")]
+    bn, ln = entries
+    assert bn["impl"] == "unitnorm layer (Quantity)" and bn["ratio"] == pytest.approx(3.0 / 4.0)
+    assert bn["peer"] == "flax.nnx, jax.jit"  # the reference row is not a peer
+    assert ln["ratio"] == pytest.approx(2.0) and ln["peer"].startswith("equinox")
+    svg = perf.chart_svg(entries)
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "BatchNorm1d train" in svg and "LayerNorm" in svg
+
+
+def test_benchmark_pages_degrade_when_the_json_is_missing_or_changed(tmp_path):
+    """A missing file or another schema never fails the docs build: the page says what is missing."""
+    perf = _ext_module("unitnorm_perf")
+    data, why = perf.load(tmp_path / "absent.json")
+    assert data is None and "no benchmark results" in why
+    (tmp_path / "bad.json").write_text("{not json")
+    assert perf.load(tmp_path / "bad.json")[0] is None
+    (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
+    data, why = perf.load(tmp_path / "other.json")
+    assert data is None and "'results'" in why
+    # rows without the keys read, or without peers, are skipped rather than raising
+    odd = [{"group": "x"}, {"group": "y", "shape_name": "s", "impl": "u", "family": "unitnorm"}, "text"]
+    assert perf.summary({"results": odd}) == []
+
+
+def test_committed_benchmark_json_is_readable_and_names_no_local_path():
+    perf = _ext_module("unitnorm_perf")
+    path = ROOT / "benchmarks" / "results.json"
+    data, why = perf.load(path)
+    assert data is not None, why
+    entries = perf.summary(data)
+    assert {e["label"] for e in entries} >= {"BatchNorm1d train", "LayerNorm", "RMSNorm", "GroupNorm"}
+    text = path.read_text()
+    for bad in ("/work/", "/tmp/", "/home/", "/root/"):
+        assert bad not in text, bad
+
+
+def test_bundled_inventories_are_current_and_list_the_targets_the_docs_use():
+    sys.path.insert(0, str(DOCS / "_intersphinx"))
+    try:
+        make = importlib.import_module("make_inventories")
+    finally:
+        sys.path.remove(str(DOCS / "_intersphinx"))
+    from sphinx.util.inventory import InventoryFile
+
+    for key, (project, version, entries) in make.PROJECTS.items():
+        path = DOCS / "_intersphinx" / f"{key}.inv"
+        assert path.read_bytes() == make.inventory_bytes(project, version, entries), (
+            f"{path.name} is stale: run python docs/_intersphinx/make_inventories.py"
+        )
+    inv = InventoryFile.loads(
+        (DOCS / "_intersphinx" / "jax.inv").read_bytes(), uri="https://docs.jax.dev/en/latest/"
+    )
+    assert "jax.Array" in inv.data["py:class"] and "jax.jit" in inv.data["py:function"]
+    assert inv.data["py:class"]["jax.Array"].uri.startswith("https://docs.jax.dev/en/latest/_autosummary/")

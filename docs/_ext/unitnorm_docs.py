@@ -77,6 +77,146 @@ def public_modules() -> list[str]:
 # ----------------------------------------------------------------------------
 # the API pages
 
+# Sections of the grouped API index (api/index), in order: (title, one line, names).
+# A documented name missing here lands in "Other", so a new public name is never
+# left out of the index; tests/test_docs.py fails when "Other" is not empty.
+API_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        "Batch normalization",
+        "Statistics over the batch (and length, height, ...) per channel, running statistics for "
+        "evaluation. Parameters shared by each family: :doc:`generated/batch_norm` and "
+        ":doc:`generated/batch_renorm`.",
+        tuple(f"unitnorm.BatchNorm{d}d" for d in range(4))
+        + tuple(f"unitnorm.BatchRenorm{d}d" for d in range(4)),
+    ),
+    (
+        "Sample normalization",
+        "Statistics within each sample: no running statistics, the same in training and evaluation.",
+        ("unitnorm.LayerNorm", "unitnorm.RMSNorm", "unitnorm.GroupNorm", "unitnorm.InstanceNorm"),
+    ),
+    (
+        "Weight normalization",
+        "Reparametrized or standardized weights of another layer.",
+        ("unitnorm.WeightNorm", "unitnorm.SpectralNorm", "unitnorm.weight_standardization"),
+    ),
+    (
+        "Functional",
+        "Pure functions (``unitnorm.functional``), safe under ``jax.jit``, ``jax.grad`` and ``jax.vmap``.",
+        tuple(
+            f"unitnorm.functional.{n}"
+            for n in (
+                "compute_stats",
+                "normalize",
+                "batch_norm",
+                "layer_norm",
+                "rms_norm",
+                "group_norm",
+                "instance_norm",
+            )
+        ),
+    ),
+    (
+        "State & params",
+        "Value holders, the base class of the layers, and the parameters as a pytree for training.",
+        (
+            "unitnorm.Module",
+            "unitnorm.State",
+            "unitnorm.ParamState",
+            "unitnorm.BatchState",
+            "unitnorm.NormalizationParamState",
+            "unitnorm.params",
+            "unitnorm.partition",
+            "unitnorm.merge",
+            "unitnorm.load_params",
+        ),
+    ),
+    (
+        "Initializers",
+        "Initial values of ``scale`` and ``bias`` (``unitnorm.init``).",
+        tuple(
+            f"unitnorm.init.{n}"
+            for n in ("Constant", "Zeros", "Ones", "Normal", "Uniform", "Initializer", "resolve", "register")
+        ),
+    ),
+    (
+        "Checkpoints",
+        "Layers and scalers saved with their units: ``.npz`` files, or orbax.",
+        (
+            "unitnorm.save",
+            "unitnorm.load",
+            "unitnorm.save_orbax",
+            "unitnorm.restore_orbax",
+            "unitnorm.orbax_save_args",
+            "unitnorm.orbax_restore_args",
+            "unitnorm.with_units",
+        ),
+    ),
+    (
+        "Preprocessing",
+        "Scalers with scikit-learn's protocol and units, moving standardization, streamed and corpus "
+        "statistics (``unitnorm.preprocessing``).",
+        tuple(
+            f"unitnorm.preprocessing.{n}"
+            for n in (
+                "StandardScaler",
+                "RobustScaler",
+                "QuantileScaler",
+                "ScalerLayer",
+                "scaler_for",
+                "ExponentialMovingStandardizer",
+                "exponential_moving_standardize",
+                "channel_stats",
+                "ChannelStats",
+                "robust_stats",
+                "RobustStats",
+                "normalize_recording",
+                "write_normalized",
+                "find_recordings",
+                "fit_corpus",
+                "normalize_corpus",
+                "CorpusReport",
+                "NotFittedError",
+            )
+        ),
+    ),
+    (
+        "I/O",
+        "Recordings in and out as Quantities: EDF/BDF, NWB, FIF (MNE), neo, ``.npz`` and Zarr "
+        "(``unitnorm.io``).",
+        tuple(
+            f"unitnorm.io.{n}"
+            for n in (
+                "read_recording",
+                "Recording",
+                "parse_unit",
+                "read_edf",
+                "read_edf_by_rate",
+                "read_nwb",
+                "read_fif",
+                "read_neo",
+                "from_mne",
+                "to_mne",
+                "from_neo",
+                "write_npz",
+                "load_normalized",
+                "write_zarr",
+                "read_zarr",
+                "RecordingWarning",
+            )
+        ),
+    ),
+    ("Errors", "Raised for units; a subclass of brainunit's ``UnitMismatchError``.", ("unitnorm.UnitError",)),
+)
+
+# Classes whose docstrings share one block of parameters, attributes, errors and
+# notes: their own pages keep the summary, ``in_size`` and the examples and link
+# one shared page, generated from the first class's docstring.
+FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "batch_norm": ("BatchNorm0d to BatchNorm3d", tuple(f"unitnorm.BatchNorm{d}d" for d in range(4))),
+    "batch_renorm": ("BatchRenorm0d to BatchRenorm3d", tuple(f"unitnorm.BatchRenorm{d}d" for d in range(4))),
+}
+GENERATED = "generated"  # api/generated/: one page per object, and the family pages
+
 
 def _title(text: str, char: str = "=") -> list[str]:
     return [text, char * len(text), ""]
@@ -95,7 +235,7 @@ def _kind(obj: Any) -> str:
 
 
 def _group(obj: Any) -> str:
-    """Section of the package page an object belongs to."""
+    """Section of a module page an object belongs to."""
     kind = _kind(obj)
     if kind == "class":
         names = {c.__name__ for c in obj.__mro__}
@@ -110,7 +250,7 @@ def _group(obj: Any) -> str:
 _SECTION_ORDER = ("Layers", "States", "Errors", "Classes", "Functions", "Constants", "Modules")
 
 
-def _directive(module: str, name: str, obj: Any) -> list[str]:
+def _directive(name: str, obj: Any) -> list[str]:
     kind = _kind(obj)
     if kind == "function":
         return [f".. autofunction:: {name}", ""]
@@ -127,8 +267,142 @@ def _directive(module: str, name: str, obj: Any) -> list[str]:
     return [*lines, ""]
 
 
-def module_page(module_name: str, modules: list[str]) -> str:
-    """Return the reStructuredText of one module's reference page."""
+def documented_objects(modules: list[str]) -> dict[str, Any]:
+    """Every documented name (``module.name``) and its object, each object once.
+
+    Names the package root re-exports are documented under the root
+    (``unitnorm.BatchNorm1d``, not ``unitnorm.nn.BatchNorm1d``).
+    """
+    found: dict[str, Any] = {}
+    seen: set[int] = set()
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        for name in _all(module):
+            obj = getattr(module, name)
+            if isinstance(obj, types.ModuleType) or id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            found[f"{module_name}.{name}"] = obj
+    return found
+
+
+def object_page(fullname: str, obj: Any) -> str:
+    """Return the reStructuredText of one object's page."""
+    module, _, name = fullname.rpartition(".")
+    # titled without the package name (``BatchNorm1d``, ``functional.batch_norm``): the
+    # sidebar is narrow; the signature below gives the full name
+    title = fullname.removeprefix(f"{PACKAGE}.")
+    lines = [MARKER, "", *_title(title), f".. currentmodule:: {module}", ""]
+    return "\n".join(lines + _directive(name, obj))
+
+
+def _split_doc(obj: Any) -> Any:
+    from numpydoc.docscrape import NumpyDocString
+
+    return NumpyDocString(inspect.getdoc(obj) or "")
+
+
+def family_page(key: str) -> str:
+    """Return the shared page of a family: its parameters, attributes, errors and notes, once."""
+    from numpydoc.docscrape_sphinx import SphinxDocString
+
+    title, members = FAMILIES[key]
+    first = _resolve(members[0])
+    doc = SphinxDocString(inspect.getdoc(first) or "", config={})
+    doc["Summary"] = []
+    doc["Examples"] = []
+    layout = ["The input shape without the batch axis; each class's page gives its layout."]
+    doc["Parameters"] = [p._replace(desc=layout) if p.name == "in_size" else p for p in doc["Parameters"]]
+    short = ", ".join(f":class:`{m.rpartition('.')[2]}`" for m in members)
+    lines = [MARKER, "", *_title(f"{title}: shared parameters"), f".. currentmodule:: {PACKAGE}", ""]
+    lines += [
+        f"The parameters, attributes, errors and notes below are the same for {short}; each class's",
+        "page gives its input layout, its examples and its methods.",
+        "",
+        ".. autosummary::",
+        "   :nosignatures:",
+        "",
+        *[f"   {m.rpartition('.')[2]}" for m in members],
+        "",
+        str(doc),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _resolve(fullname: str) -> Any:
+    module, _, name = fullname.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _family_of(fullname: str) -> str | None:
+    for key, (_, members) in FAMILIES.items():
+        if fullname in members:
+            return key
+    return None
+
+
+def _short_family_doc(fullname: str, lines: list[str]) -> list[str]:
+    """Return a family member's docstring: summary, ``in_size``, a link to the shared page, examples."""
+    from numpydoc.docscrape import NumpyDocString
+
+    key = _family_of(fullname)
+    title, _ = FAMILIES[key]
+    doc = NumpyDocString("\n".join(lines))
+    out = [*doc["Summary"], ""]
+    if doc["Extended Summary"]:
+        out += [*doc["Extended Summary"], ""]
+    out += [
+        "Every parameter but ``in_size``, the attributes, the errors raised and the notes on units are",
+        f"the same for {title}: see :doc:`/api/{GENERATED}/{key}`.",
+        "",
+        "Parameters",
+        "----------",
+    ]
+    for param in doc["Parameters"]:
+        if param.name == "in_size":
+            out += [f"{param.name} : {param.type}", *[f"    {d}" for d in param.desc]]
+    out += ["", "Examples", "--------", *doc["Examples"], ""]
+    return out
+
+
+def grouped_index(documented: dict[str, Any], modules: list[str]) -> str:
+    """Return the grouped tables of api/index (included by the hand-written page)."""
+    lines = [MARKER, ""]
+    listed: set[str] = set()
+    groups = list(API_GROUPS)
+    other = tuple(n for n in documented if not any(n in names for _, _, names in API_GROUPS))
+    if other:
+        groups.append(("Other", "Not yet sorted into a section.", other))
+    for title, blurb, names in groups:
+        present = [n for n in names if n in documented]
+        if not present:
+            continue
+        listed |= set(present)
+        lines += _title(title, "-")
+        lines += [blurb, "", ".. autosummary::", "   :nosignatures:", ""]
+        lines += [f"   ~{n}" for n in present]
+        lines.append("")
+    lines += _title("Command line", "-")
+    lines += [
+        "The ``unitnorm`` command (``demo``, ``normalize``, ``stats``) is described in :doc:`/cli`.",
+        "",
+    ]
+    lines += _title("By module", "-")
+    for target in modules:
+        summary = (inspect.getdoc(importlib.import_module(target)) or "").strip().splitlines()[:1]
+        lines.append(f"- :doc:`/api/{target}`: {summary[0] if summary else ''}")
+    lines += ["", ".. toctree::", "   :hidden:", ""]
+    lines += [f"   /api/{m}" for m in modules]
+    lines += [f"   /api/{GENERATED}/{key}" for key in FAMILIES]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def module_page(module_name: str, modules: list[str], documented: dict[str, Any] | None = None) -> str:
+    """Return the reStructuredText of one module's page: its docstring and tables of its names."""
+    if documented is None:
+        documented = documented_objects(modules)
     module = importlib.import_module(module_name)
     pkg = importlib.import_module(PACKAGE)
     root_names = {id(getattr(pkg, n)): n for n in _all(pkg)} if module_name != PACKAGE else {}
@@ -150,18 +424,16 @@ def module_page(module_name: str, modules: list[str]) -> str:
             continue
         sections.setdefault(_group(obj), []).append((name, obj))
 
+    pages = []
     for section in _SECTION_ORDER:
         entries = sections.get(section)
-        if not entries:
-            continue
+        if not entries or section == "Modules":
+            continue  # modules are listed below, with the public modules that are not in __all__
         lines += _title(section, "-")
-        if section == "Modules":
-            continue  # listed below, with the public modules that are not in __all__
         lines += [".. autosummary::", "   :nosignatures:", ""]
         lines += [f"   {name}" for name, _ in entries]
         lines.append("")
-        for name, obj in entries:
-            lines += _directive(module_name, name, obj)
+        pages += [f"{module_name}.{name}" for name, _ in entries if f"{module_name}.{name}" in documented]
 
     if module_name == PACKAGE and len(modules) > 1:
         lines += _title("Modules", "-")
@@ -177,6 +449,10 @@ def module_page(module_name: str, modules: list[str]) -> str:
         )
         lines.append("")
         lines += [f"- ``{module_name}.{name}`` is :obj:`{PACKAGE}.{root}`" for name, root in elsewhere]
+        lines.append("")
+    if pages:
+        lines += [".. toctree::", "   :hidden:", ""]
+        lines += [f"   {GENERATED}/{p}" for p in pages]
         lines.append("")
     return "\n".join(lines)
 
@@ -194,13 +470,28 @@ def _write_if_changed(path: Path, text: str | bytes) -> None:
 
 
 def write_api_pages(srcdir: Path) -> list[str]:
-    """Write ``api/<module>.rst`` for every public module; drop stale generated pages."""
+    """Write the API pages; drop stale generated pages.
+
+    ``api/<module>.rst`` for every public module, ``api/generated/<name>.rst``
+    for every documented object, ``api/generated/<family>.rst`` for the shared
+    pages of :data:`FAMILIES`, and ``api/generated/groups.rst.inc``, the grouped
+    tables that ``api/index.rst`` includes.
+    """
     modules = public_modules()
+    documented = documented_objects(modules)
     api = srcdir / "api"
+    gen = api / GENERATED
     wanted = {api / f"{m}.rst" for m in modules}
     for m in modules:
-        _write_if_changed(api / f"{m}.rst", module_page(m, modules))
-    for old in api.glob(f"{PACKAGE}*.rst"):
+        _write_if_changed(api / f"{m}.rst", module_page(m, modules, documented))
+    for fullname, obj in documented.items():
+        wanted.add(gen / f"{fullname}.rst")
+        _write_if_changed(gen / f"{fullname}.rst", object_page(fullname, obj))
+    for key in FAMILIES:
+        wanted.add(gen / f"{key}.rst")
+        _write_if_changed(gen / f"{key}.rst", family_page(key))
+    _write_if_changed(gen / "groups.rst.inc", grouped_index(documented, modules))
+    for old in [*api.glob(f"{PACKAGE}*.rst"), *gen.glob("*.rst")]:
         if old not in wanted and old.read_text().startswith(MARKER):
             old.unlink()
     return modules
@@ -265,8 +556,42 @@ def _on_doctree_read(app: Any, doctree: Any) -> None:
         block["groups"] = [ids[0] if ids else f"object-{id(owner)}"]
 
 
+def _on_process_docstring(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    """Shorten the docstrings of family members to what differs (see :data:`FAMILIES`)."""
+    if what == "class" and _family_of(name) is not None:
+        lines[:] = _short_family_doc(name, list(lines))
+
+
+_CLASS_REPR = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
+_FUNCTION_REPR = re.compile(r"<function ([\w.<>]+?)(?:\.<locals>\.\w+)? at 0x[0-9a-f]+>")
+
+
+def _on_process_signature(
+    app: Any,
+    what: str,
+    name: str,
+    obj: Any,
+    options: Any,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None] | None:
+    """Show a class default as its name (``param_type=NormalizationParamState``), not its repr.
+
+    ``autodoc_preserve_defaults`` already shows the source text of most
+    defaults; this catches signatures built in code (``__signature__``).
+    """
+    if signature is None:
+        return None
+    cleaned = _CLASS_REPR.sub(r"\1", signature)
+    cleaned = _FUNCTION_REPR.sub(lambda m: m.group(1).rsplit(".", 1)[-1], cleaned)
+    return cleaned, return_annotation
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.connect("builder-inited", _on_builder_inited)
+    # before numpydoc (priority 500), which rewrites the docstring into reST
+    app.connect("autodoc-process-docstring", _on_process_docstring, priority=400)
+    app.connect("autodoc-process-signature", _on_process_signature)
     app.connect("doctree-read", _on_doctree_read)
     app.connect("source-read", _on_source_read)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
