@@ -58,11 +58,11 @@ def stats_bounds(x, raxes, mask=None, k=8.0, roundoff=U32):
     The same random-walk model as :func:`f32_bound`, for any summation order: the mean is off by
     ``u (1 + sqrt(n)) max|x|`` (its sum, then its rounding), the variance around a reference that
     is either the mean (two-pass) or one of the values (shifted one-pass) by
-    ``u sqrt(n) E[(x - s)**2]`` with ``E[(x - s)**2] <= 4 max|x - mean|**2``, plus its own
-    rounding, plus ``2 max|x - mean| mean_err``: a combination of partial moments (Chan's merge
-    across devices or chunks) uses rounded partial means, an error that enters the variance at
-    first order. ``mask`` selects the counted values. Per feature (keepdims), times ``k``;
-    ``roundoff=U64`` for float64 statistics.
+    ``u sqrt(n) E[(x - s)**2]``, where ``E[(x - s)**2] = var + (mean - s)**2`` is at most
+    ``var + max|x - mean|**2``, plus its own rounding, plus ``2 max|x - mean| mean_err``: a
+    combination of partial moments (Chan's merge across devices or chunks) uses rounded partial
+    means, an error that enters the variance at first order. ``mask`` selects the counted values.
+    Per feature (keepdims), times ``k``; ``roundoff=U64`` for float64 statistics.
     """
     x = np.asarray(x, np.float64)
     raxes = tuple(a % x.ndim for a in np.atleast_1d(raxes))
@@ -74,7 +74,7 @@ def stats_bounds(x, raxes, mask=None, k=8.0, roundoff=U32):
     big = np.where(w, np.abs(x), 0).max(raxes, keepdims=True)
     spread = np.where(w, np.abs(x - mean), 0).max(raxes, keepdims=True)
     mean_err = k * roundoff * (1 + root) * big
-    var_err = k * roundoff * (root * 4 * spread**2 + var) + 2 * spread * mean_err
+    var_err = k * roundoff * (root * (var + spread**2) + var) + 2 * spread * mean_err
     return mean_err, var_err
 
 
