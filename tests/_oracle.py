@@ -93,18 +93,6 @@ def perturbed_bound(x, raxes, delta, eps=0.0):
     return float(np.max(np.asarray(delta, np.float64) * (2 + y) / sigma))
 
 
-def dot_bound(a, b):
-    """Worst-case error of a float32 ``a @ b`` for any order of the additions, with or without FMA.
-
-    Higham's ``gamma_n`` bound: ``|fl(a @ b) - a @ b| <= n u |a| @ |b| / (1 - n u)`` elementwise,
-    ``n`` the length of the dot products (plus one for a bias added after).
-    """
-    a = np.abs(np.asarray(a, np.float64))
-    b = np.abs(np.asarray(b, np.float64))
-    n = a.shape[-1] + 1
-    return n * U32 / (1 - n * U32) * (a @ b)
-
-
 def assert_close_f32(actual, expected, bound):
     """``|actual - expected| <= bound`` everywhere (NaN where both are NaN), with a readable failure."""
     a = np.asarray(actual, np.float64)
