@@ -21,33 +21,76 @@ is still far tighter than 1e-4 for well-conditioned data.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 U32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff of float32
+U64 = float(np.finfo(np.float64).eps) / 2  # unit roundoff of float64
 
 
-def f32_bound(x, raxes, *, eps=0.0, unshifted=False, rms=False, scale=1.0, k=8.0):
+def f32_bound(x, raxes, *, eps=0.0, unshifted=False, rms=False, scale=1.0, k=8.0, mask=None, roundoff=U32):
     """Absolute error bound on a float32 normalized output of ``x`` over ``raxes``.
 
     ``unshifted`` for implementations that compute ``E[x**2] - E[x]**2``; ``rms`` for
     RMSNorm (no centring: the variance is ``E[x**2]`` and is well conditioned);
-    ``scale`` the largest absolute affine scale applied after normalizing.
+    ``scale`` the largest absolute affine scale applied after normalizing; ``mask`` the
+    counted values (the statistics are theirs; every output, counted or not, is bounded);
+    ``roundoff=U64`` for a float64 result (the same model, another unit roundoff).
     """
     x = np.asarray(x, np.float64)
     raxes = tuple(a % x.ndim for a in np.atleast_1d(raxes))
-    n = math.prod(x.shape[a] for a in raxes)
-    root = math.sqrt(n)
-    mean = 0.0 if rms else x.mean(raxes, keepdims=True)
-    var = (np.abs(x - mean) ** 2).mean(raxes, keepdims=True)
+    w = np.ones(x.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), x.shape)
+    n = np.maximum(w.sum(raxes, keepdims=True), 1)
+    root = np.sqrt(n)
+    mean = 0.0 if rms else np.where(w, x, 0).sum(raxes, keepdims=True) / n
+    var = np.where(w, np.abs(x - mean) ** 2, 0).sum(raxes, keepdims=True) / n
     sigma2 = var + eps
     around = var + np.abs(mean) ** 2 if (unshifted and not rms) else var
     y = np.abs(x - mean) / np.sqrt(sigma2)
-    centre_err = U32 * (np.abs(x) + root * np.max(np.abs(x), axis=raxes, keepdims=True))
-    var_err = U32 * root * around
+    centre_err = roundoff * (np.abs(x) + root * np.max(np.where(w, np.abs(x), 0), axis=raxes, keepdims=True))
+    var_err = roundoff * root * around
     err = centre_err / np.sqrt(sigma2) + y * var_err / (2 * sigma2)
-    return k * float(np.max(err)) * float(scale) + 8 * U32 * float(np.max(y)) * float(scale)
+    return k * float(np.max(err)) * float(scale) + 8 * roundoff * float(np.max(y)) * float(scale)
+
+
+def stats_bounds(x, raxes, mask=None, k=8.0, roundoff=U32):
+    """Absolute error bounds ``(mean_err, var_err)`` on a float32 mean and biased variance of ``x``.
+
+    The same random-walk model as :func:`f32_bound`, for any summation order: the mean is off by
+    ``u (1 + sqrt(n)) max|x|`` (its sum, then its rounding), the variance around a reference that
+    is either the mean (two-pass) or one of the values (shifted one-pass) by
+    ``u sqrt(n) E[(x - s)**2]``, where ``E[(x - s)**2] = var + (mean - s)**2`` is at most
+    ``var + max|x - mean|**2``, plus its own rounding, plus ``2 max|x - mean| mean_err``: a
+    combination of partial moments (Chan's merge across devices or chunks) uses rounded partial
+    means, an error that enters the variance at first order. ``mask`` selects the counted values.
+    Per feature (keepdims), times ``k``; ``roundoff=U64`` for float64 statistics.
+    """
+    x = np.asarray(x, np.float64)
+    raxes = tuple(a % x.ndim for a in np.atleast_1d(raxes))
+    w = np.ones(x.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), x.shape)
+    n = np.maximum(w.sum(raxes, keepdims=True), 1)
+    root = np.sqrt(n)
+    mean = np.where(w, x, 0).sum(raxes, keepdims=True) / n
+    var = (np.where(w, x - mean, 0) ** 2).sum(raxes, keepdims=True) / n
+    big = np.where(w, np.abs(x), 0).max(raxes, keepdims=True)
+    spread = np.where(w, np.abs(x - mean), 0).max(raxes, keepdims=True)
+    mean_err = k * roundoff * (1 + root) * big
+    var_err = k * roundoff * (root * (var + spread**2) + var) + 2 * spread * mean_err
+    return mean_err, var_err
+
+
+def perturbed_bound(x, raxes, delta, eps=0.0):
+    """Bound on how far a normalized output moves when every input moves by at most ``delta``.
+
+    ``x - mean`` moves by ``2 delta`` at most and the variance by ``2 sigma delta`` (Cauchy-Schwarz),
+    so ``|dy| <= delta (2 + |y|) / sigma`` to first order: the amplification by ``1/sigma`` that turns
+    an input rounding (a unit conversion, a float32 matmul) into an output error.
+    """
+    x = np.asarray(x, np.float64)
+    raxes = tuple(a % x.ndim for a in np.atleast_1d(raxes))
+    mean = x.mean(raxes, keepdims=True)
+    sigma = np.sqrt((np.abs(x - mean) ** 2).mean(raxes, keepdims=True) + eps)
+    y = np.abs(x - mean) / sigma
+    return float(np.max(np.asarray(delta, np.float64) * (2 + y) / sigma))
 
 
 def assert_close_f32(actual, expected, bound):

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _oracle import U32, U64, assert_close_f32, f32_bound, norm64, stats_bounds
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -197,11 +198,17 @@ def test_sharded_jit_training_step_equals_single_device():
     y1, l1 = step(un.BatchNorm1d((10, 3), in_unit=u.mV, momentum=0.5), jnp.asarray(x))
     y4, l4 = step(un.BatchNorm1d((10, 3), in_unit=u.mV, momentum=0.5), shard(x, m))
     assert y4.sharding.spec[0] == "b"  # the output stays split over the batch
-    np.testing.assert_allclose(np.asarray(y4), np.asarray(y1), **TOL)
-    ref_mean, ref_var = np_stats(x.reshape(-1, 10, 3))
-    np.testing.assert_allclose(value(l4.running_mean.value), 0.5 * ref_mean, **TOL)
-    np.testing.assert_allclose(value(l4.running_var.value), 0.5 + 0.5 * ref_var, **TOL)
-    np.testing.assert_allclose(value(l4.running_var.value), value(l1.running_var.value), **TOL)
+    # sharded and single-device float32 sum in different orders (-65 mV, sigma 2: 30x amplified):
+    # each is compared with the float64 truth within the bound derived from the data
+    xs = x.reshape(-1, 10, 3)
+    truth, bound = norm64(xs, (0, 1), eps=1e-5), f32_bound(xs, (0, 1), eps=1e-5)
+    assert_close_f32(y4, truth, bound)
+    assert_close_f32(y1, truth, bound)
+    ref_mean, ref_var = np_stats(xs)
+    mean_err, var_err = (0.5 * b.max() for b in stats_bounds(xs, (0, 1)))
+    for layer in (l4, l1):
+        assert_close_f32(value(layer.running_mean.value), 0.5 * ref_mean, mean_err)
+        assert_close_f32(value(layer.running_var.value), 0.5 + 0.5 * ref_var, var_err + U32)
 
 
 @child_only
@@ -303,8 +310,14 @@ def test_batch_norm_layer_under_pmap_equals_one_big_batch(mask_name, fast):
         layer, x * u.mV, mask
     )
     single = un.BatchNorm1d((10, 3), **kw)
-    y1 = single(x.reshape(-1, 10, 3) * u.mV, mask.reshape(-1, 10, 3))
-    np.testing.assert_allclose(np.asarray(y).reshape(-1, 10, 3), np.asarray(y1), rtol=1e-4, atol=1e-4)
+    xs, ms = x.reshape(-1, 10, 3), mask.reshape(-1, 10, 3)
+    y1 = single(xs * u.mV, ms)
+    # pmap and one batch sum in different orders: each within the derived bound of the float64 truth
+    counted = ms.any((0, 1))  # a feature with no counted value has no truth to compare with
+    truth = norm64(xs, (0, 1), eps=1e-5, mask=ms)[..., counted]
+    bound = f32_bound(xs[..., counted], (0, 1), eps=1e-5, mask=ms[..., counted])
+    assert_close_f32(np.asarray(y).reshape(-1, 10, 3)[..., counted], truth, bound)
+    assert_close_f32(np.asarray(y1)[..., counted], truth, bound)
     ref_mean, ref_var = np_stats(x, mask)
     for d in range(N_DEV):
         np.testing.assert_allclose(value(layers.running_mean.value)[d], 0.5 * ref_mean, **TOL)
@@ -378,31 +391,49 @@ def test_nested_pmap_vmap_with_a_tuple_of_axis_names(fast):
 
 @child_only
 def test_data_parallel_gradients_equal_single_device_gradients():
-    """A data-parallel step: per-device grads psummed equal the grads of the full-batch loss."""
-    x = device_data(seed=12, loc=-65.0, shape=(N_DEV, 4, 10, 3))
-    w = device_data(seed=13, shape=(N_DEV, 4, 10, 3))
-    layer = un.BatchNorm1d((10, 3), in_unit=u.mV, axis_name="b")
-    single = un.BatchNorm1d((10, 3), in_unit=u.mV)
-    n = w.size
+    """A data-parallel step: per-device grads psummed equal the grads of the full-batch loss.
 
-    def local_loss(params, x, w):
-        return jnp.sum(jnp.tanh(un.load_params(layer, params)(x * u.mV)) * w) / n
+    Two unitnorm programs summing in different orders, on -65 mV data where a gradient (a sum of
+    terms of both signs) is far smaller than its terms: compared in float64, where the derived bound
+    is 1e-10 of the gradients (in float32 it was a few percent of them, too loose to catch a bug).
+    """
+    with jax.enable_x64(True):
+        x = device_data(seed=12, loc=-65.0, shape=(N_DEV, 4, 10, 3)).astype(np.float64)
+        w = device_data(seed=13, shape=(N_DEV, 4, 10, 3)).astype(np.float64)
+        layer = un.BatchNorm1d((10, 3), in_unit=u.mV, axis_name="b", param_dtype=jnp.float64)
+        single = un.BatchNorm1d((10, 3), in_unit=u.mV, param_dtype=jnp.float64)
+        n = w.size
 
-    def dp_grads(params, x, w):
-        return jax.lax.psum(jax.grad(local_loss)(params, x, w), "b")
+        def local_loss(params, x, w):
+            return jnp.sum(jnp.tanh(un.load_params(layer, params)(x * u.mV)) * w) / n
 
-    g4 = jax.pmap(dp_grads, axis_name="b", in_axes=(None, 0, 0))(un.params(layer), x, w)
+        def dp_grads(params, x, w):
+            return jax.lax.psum(jax.grad(local_loss)(params, x, w), "b")
 
-    def full_loss(params):
-        y = un.load_params(single, params)(x.reshape(-1, 10, 3) * u.mV)
-        return jnp.sum(jnp.tanh(y) * w.reshape(-1, 10, 3)) / n
+        g4 = jax.pmap(dp_grads, axis_name="b", in_axes=(None, 0, 0))(un.params(layer), x, w)
 
-    g1 = jax.grad(full_loss)(un.params(single))
+        def full_loss(params):
+            y = un.load_params(single, params)(x.reshape(-1, 10, 3) * u.mV)
+            return jnp.sum(jnp.tanh(y) * w.reshape(-1, 10, 3)) / n
+
+        g1 = jax.grad(full_loss)(un.params(single))
+    # the truth: d/d scale = sum xhat (1 - tanh(xhat)**2) w / n, d/d bias = sum (1 - tanh(xhat)**2) w / n.
+    # Each result is off by the error in xhat times the derivative of its terms (at most
+    # |w| (1 + 2|xhat|) and |w|), plus the rounding of the sum and of tanh (a few ulps).
+    xs, ws = x.reshape(-1, 10, 3), w.reshape(-1, 10, 3)
+    xhat = norm64(xs, (0, 1), eps=1e-5)
+    d_xhat = f32_bound(xs, (0, 1), eps=1e-5, roundoff=U64)
+    sech2 = 1 - np.tanh(xhat) ** 2
+    terms = {"scale": xhat * sech2 * ws / n, "bias": sech2 * ws / n}
+    slope = {"scale": np.abs(ws) * (1 + 2 * np.abs(xhat)) / n, "bias": np.abs(ws) / n}
     for k in ("scale", "bias"):
+        truth = terms[k].sum((0, 1))
+        bound = (d_xhat + 16 * U64) * float(slope[k].sum((0, 1)).max())
+        bound += 8 * U64 * np.sqrt(xs.shape[0] * xs.shape[1]) * float(np.abs(terms[k]).sum((0, 1)).max())
+        assert np.asarray(g1["weight"][k]).dtype == np.float64
+        assert_close_f32(g1["weight"][k], truth, bound)
         for d in range(N_DEV):
-            np.testing.assert_allclose(
-                np.asarray(g4["weight"][k])[d], np.asarray(g1["weight"][k]), rtol=1e-4, atol=1e-6
-            )
+            assert_close_f32(np.asarray(g4["weight"][k])[d], g1["weight"][k], 2 * bound)
 
 
 @child_only
@@ -453,9 +484,15 @@ def test_shard_map_returns_the_layer_replicated(fast):
     )
     y, new = jax.jit(f)(layer, shard(x, m))
     single = un.BatchNorm0d(3, in_unit=u.mV, momentum=0.5, use_fast_variance=fast)
-    np.testing.assert_allclose(np.asarray(y), np.asarray(single(x * u.mV)), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(value(new.running_mean.value), value(single.running_mean.value), **TOL)
-    np.testing.assert_allclose(value(new.running_var.value), value(single.running_var.value), **TOL)
+    # shard_map and one device sum in different orders: each within the bound of the float64 truth
+    truth, bound = norm64(x, 0, eps=1e-5), f32_bound(x, 0, eps=1e-5)
+    assert_close_f32(y, truth, bound)
+    assert_close_f32(single(x * u.mV), truth, bound)
+    ref_mean, ref_var = np_stats(x)
+    mean_err, var_err = (0.5 * b.max() for b in stats_bounds(x, 0))
+    for layer in (new, single):
+        assert_close_f32(value(layer.running_mean.value), 0.5 * ref_mean, mean_err)
+        assert_close_f32(value(layer.running_var.value), 0.5 + 0.5 * ref_var, var_err + U32)
 
 
 @child_only
@@ -481,18 +518,22 @@ def test_one_sample_per_device_under_pmap(fast):
     layer = un.BatchNorm0d(3, in_unit=u.mV, momentum=0.0, axis_name="b", use_fast_variance=fast)
     y, new = jax.pmap(lambda layer, x: (layer(x * u.mV), layer), axis_name="b", in_axes=(None, 0))(layer, x)
     ref_mean, ref_var = np_stats(x)
-    np.testing.assert_allclose(np.asarray(y), np_normalized(x, ref_mean, ref_var), rtol=1e-4, atol=1e-4)
+    # 4 values at -65 mV: the float32 statistics are compared within their derived bounds
+    truth, bound = np_normalized(x, ref_mean, ref_var), f32_bound(x, 0, eps=1e-5)
+    assert_close_f32(y, truth, bound)
+    mean_err, var_err = (b.max() for b in stats_bounds(x, 0))
     for d in range(N_DEV):
-        np.testing.assert_allclose(value(new.running_mean.value)[d], ref_mean, **TOL)
-        np.testing.assert_allclose(value(new.running_var.value)[d], ref_var, **TOL)
+        assert_close_f32(value(new.running_mean.value)[d], ref_mean, mean_err)
+        assert_close_f32(value(new.running_var.value)[d], ref_var, var_err)
 
     def functional(x):
         return F.batch_norm(x * u.mV, jnp.zeros(3) * u.mV, jnp.ones(3) * u.mV**2, training=True,
                             momentum=0.0, axis_name="b", use_fast_variance=fast)  # fmt: skip
 
     y2, mean, var = jax.pmap(functional, axis_name="b")(x)
-    np.testing.assert_allclose(np.asarray(y2), np.asarray(y), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(value(var)[0], ref_var, **TOL)
+    # the functional form is another float32 program: compared with the truth, not with the layer's
+    assert_close_f32(y2, truth, bound)
+    assert_close_f32(value(var)[0], ref_var, var_err)
 
 
 @child_only

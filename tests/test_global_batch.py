@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _oracle import assert_close_f32, f32_bound, stats_bounds
 from jax.experimental import checkify
 
 import unitnorm as un
@@ -53,12 +54,12 @@ def test_layer_running_statistics_under_vmap_with_one_sample_each(fast):
         layer, jnp.asarray(x)
     )
     ref, mean, var = np_batch_norm(x)
-    np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-4, atol=1e-4)
+    # 5 values at -65 mV with sigma 0.5: 130x amplification; bounds derived from the data
+    assert_close_f32(y, ref, f32_bound(x, 0, eps=EPS))
+    mean_err, var_err = (0.5 * b.max() for b in stats_bounds(x, 0))
     for lane in range(5):  # every lane holds the same running statistics
-        np.testing.assert_allclose(np.asarray(new.running_mean.value.mantissa)[lane], 0.5 * mean, rtol=1e-6)
-        np.testing.assert_allclose(
-            np.asarray(new.running_var.value.mantissa)[lane], 0.5 + 0.5 * var, rtol=1e-4
-        )
+        assert_close_f32(np.asarray(new.running_mean.value.mantissa)[lane], 0.5 * mean, mean_err)
+        assert_close_f32(np.asarray(new.running_var.value.mantissa)[lane], 0.5 + 0.5 * var, var_err)
 
 
 def test_functional_batch_norm_under_vmap_with_one_sample_each():

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _oracle import U32, assert_close_f32, f32_bound
+from _oracle import U32, U64, assert_close_f32, f32_bound, norm64, stats_bounds
 from flax import nnx
 
 import unitnorm as un
@@ -40,46 +40,73 @@ LAYERS = [
 # --- jit == eager ------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def float64():
+    """jit vs eager is a claim about two unitnorm code paths, not about float32 rounding: in float64
+    their difference is bounded by twice the float64 error bound, 1e9 times below any formula bug."""
+    with jax.enable_x64(True):
+        yield
+
+
 @pytest.mark.parametrize("cls,in_size,shape", LAYERS)
 @pytest.mark.parametrize("unit", [None, u.mV])
 @pytest.mark.parametrize("fast", [True, False])
-def test_jit_equals_eager(cls, in_size, shape, unit, fast):
-    kw = dict(momentum=0.8, use_fast_variance=fast, in_unit=unit)
+def test_jit_equals_eager(cls, in_size, shape, unit, fast, float64):
+    kw = dict(momentum=0.8, use_fast_variance=fast, in_unit=unit, param_dtype=jnp.float64)
     if unit is not None:
         kw.update(scale_initializer=un.init.Constant(2 * u.mV), bias_initializer=un.init.Constant(-65 * u.mV))
+    scale, bias = (2.0, 65.0) if unit is not None else (1.0, 0.0)
+    raxes = tuple(range(len(shape) - 1))
     eager, traced = cls(in_size, **kw), cls(in_size, **kw)
     jstep = jax.jit(step, static_argnames="training")
+    mean_err = var_err = 0.0
     for i in range(3):
-        x = data(shape, seed=i, loc=-60.0 if unit else 1.0, scale=3.0)
-        x = x * unit if unit is not None else x
+        xm = data(shape, seed=i, loc=-60.0 if unit else 1.0, scale=3.0).astype(np.float64)
+        x = xm * unit if unit is not None else xm
         y_eager = eager(x)
         y_jit, traced = jstep(traced, x)
-        np.testing.assert_allclose(mantissa(y_jit), mantissa(y_eager), rtol=1e-6, atol=1e-5)
+        assert mantissa(y_jit).dtype == np.float64
+        bound = f32_bound(xm, raxes, eps=1e-5, scale=scale, roundoff=U64) + 4 * U64 * bias
+        assert_close_f32(mantissa(y_jit), mantissa(y_eager), 2 * bound)
         assert type(y_jit) is type(y_eager)
-    for name in ("running_mean", "running_var"):
+        m_err, v_err = stats_bounds(xm, raxes, roundoff=U64)
+        mean_err, var_err = max(mean_err, m_err.max()), max(var_err, v_err.max())
+    for name, err in (("running_mean", mean_err), ("running_var", var_err)):
         a, b = getattr(traced, name).value, getattr(eager, name).value
         assert u.get_unit(a) == u.get_unit(b)
-        np.testing.assert_allclose(mantissa(a), mantissa(b), rtol=1e-6)
-    x = data(shape, seed=9, loc=-60.0 if unit else 1.0) * (unit if unit is not None else 1)
+        assert_close_f32(mantissa(a), mantissa(b), 2 * (err + 4 * U64 * np.abs(mantissa(b)).max()))
+    xm = data(shape, seed=9, loc=-60.0 if unit else 1.0).astype(np.float64)
+    x = xm * (unit if unit is not None else 1)
     y_jit, after = jstep(traced, x, training=False)
-    np.testing.assert_allclose(mantissa(y_jit), mantissa(eager(x, training=False)), rtol=1e-6, atol=1e-5)
+    # evaluation: (x - rm) / sqrt(rv + eps) from statistics that differ by the bounds above
+    rm, rv = mantissa(traced.running_mean.value), mantissa(traced.running_var.value) + 1e-5
+    y = np.abs(xm - rm) / np.sqrt(rv)
+    moved = (2 * (mean_err + 4 * U64 * np.abs(xm).max())) / np.sqrt(rv) + y * 2 * var_err / (2 * rv)
+    bound = scale * float(np.max(moved + 8 * U64 * y)) + 4 * U64 * bias
+    assert_close_f32(mantissa(y_jit), mantissa(eager(x, training=False)), bound)
     np.testing.assert_array_equal(mantissa(after.running_mean.value), mantissa(traced.running_mean.value))
 
 
-def test_functional_jit_equals_eager_with_traced_momentum():
-    x = data((6, 3), loc=-65.0, scale=2.0) * u.mV
-    rm, rv = jnp.zeros(3) * u.mV, jnp.ones(3) * u.mV**2
+def test_functional_jit_equals_eager_with_traced_momentum(float64):
+    xm = data((6, 3), loc=-65.0, scale=2.0).astype(np.float64)
+    x = xm * u.mV
+    rm, rv = jnp.zeros(3, jnp.float64) * u.mV, jnp.ones(3, jnp.float64) * u.mV**2
 
     def f(x, rm, rv, momentum):
         return F.batch_norm(x, rm, rv, training=True, momentum=momentum)
 
     eager = f(x, rm, rv, 0.7)
-    jitted = jax.jit(f)(x, rm, rv, jnp.float32(0.7))
-    for a, b in zip(eager, jitted, strict=True):
-        assert u.get_unit(a) == u.get_unit(b)
-        np.testing.assert_allclose(mantissa(a), mantissa(b), rtol=1e-6, atol=1e-6)
-    expected_mean = 0.3 * np.asarray(x.mantissa, np.float64).mean(0)
-    np.testing.assert_allclose(mantissa(jitted[1]), expected_mean, rtol=1e-6)
+    jitted = jax.jit(f)(x, rm, rv, jnp.float64(0.7))
+    mean_err, var_err = (b.max() for b in stats_bounds(xm, 0, roundoff=U64))
+    bounds = (
+        f32_bound(xm, 0, eps=1e-5, roundoff=U64),
+        0.3 * mean_err + 4 * U64 * 65,
+        0.3 * var_err + 4 * U64,
+    )
+    for a, b, bound in zip(eager, jitted, bounds, strict=True):
+        assert u.get_unit(a) == u.get_unit(b) and mantissa(b).dtype == np.float64
+        assert_close_f32(mantissa(a), mantissa(b), 2 * bound)
+    assert_close_f32(mantissa(jitted[1]), 0.3 * xm.mean(0), bounds[1])
 
 
 # --- gradients ---------------------------------------------------------------------------------------
@@ -271,7 +298,11 @@ def test_scan_over_time_chunks_matches_a_python_loop_and_numpy():
     final, ys = jax.lax.scan(lambda layer, x: step(layer, x)[::-1], layer, signal * u.mV)
     loop = un.BatchNorm0d(3, in_unit=u.mV, momentum=0.9)
     loop_ys = [loop(chunk * u.mV) for chunk in signal]
-    np.testing.assert_allclose(np.asarray(ys), np.stack(loop_ys), rtol=1e-5, atol=1e-5)
+    # scan and the Python loop are two float32 programs (-65 mV, sigma 4): each against the truth
+    bound = max(f32_bound(chunk, 0, eps=1e-5) for chunk in signal)
+    truth = np.stack([norm64(chunk, 0, eps=1e-5) for chunk in signal])
+    assert_close_f32(ys, truth, bound)
+    assert_close_f32(np.stack(loop_ys), truth, bound)
     rm, rv = np.zeros(3), np.ones(3)
     for chunk in signal.astype(np.float64):
         rm, rv = 0.9 * rm + 0.1 * chunk.mean(0), 0.9 * rv + 0.1 * chunk.var(0)
@@ -304,10 +335,11 @@ def test_a_scan_carry_needs_a_fixed_reference_unit():
     np.testing.assert_array_equal(np.asarray(final.running_var.value), np.asarray(fixed.running_var.value))
 
 
-def test_checkpoint_gives_the_same_value_and_grads():
-    layer = un.BatchNorm2d((4, 4, 3), in_unit=u.mV, momentum=0.9)
-    x = jnp.asarray(data((2, 4, 4, 3), seed=11, loc=-70.0, scale=2.0))
-    w = jnp.asarray(data((2, 4, 4, 3), seed=12))
+def test_checkpoint_gives_the_same_value_and_grads(float64):
+    """Rematerialized (jit, checkpoint) and eager: two programs, compared in float64 (see ``float64``)."""
+    layer = un.BatchNorm2d((4, 4, 3), in_unit=u.mV, momentum=0.9, param_dtype=jnp.float64)
+    x = jnp.asarray(data((2, 4, 4, 3), seed=11, loc=-70.0, scale=2.0), jnp.float64)
+    w = jnp.asarray(data((2, 4, 4, 3), seed=12), jnp.float64)
 
     def loss(params, x):
         new = un.load_params(layer, params)
@@ -316,11 +348,21 @@ def test_checkpoint_gives_the_same_value_and_grads():
     params = un.params(layer)
     (v1, rv1), g1 = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
     (v2, rv2), g2 = jax.jit(jax.value_and_grad(jax.checkpoint(loss), argnums=(0, 1), has_aux=True))(params, x)
-    np.testing.assert_allclose(float(v1), float(v2), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(rv1), np.asarray(rv2), rtol=1e-6)
+    # float64 results of the same formula: the float32 bounds with U64 (x_hat off by b_hat, sums by
+    # u sqrt(n) of their magnitudes; the gradients' bounds are _grad_bounds' with U64)
+    xm, wm = np.asarray(x), np.asarray(w)
+    n = xm[..., 0].size
+    b_hat = f32_bound(xm, (0, 1, 2), eps=1e-5, roundoff=U64)
+    assert_close_f32(v1, v2, 2 * (b_hat * np.abs(wm).sum() + 8 * U64 * np.sqrt(xm.size) * np.abs(wm).sum()))
+    var_err = stats_bounds(xm, (0, 1, 2), roundoff=U64)[1].max()
+    assert_close_f32(rv1, rv2, 2 * (0.1 * var_err + 4 * U64))
+    assert all(leaf.dtype == np.float64 for leaf in jax.tree_util.tree_leaves(g2))
+    sigma = np.sqrt(xm.var((0, 1, 2)) + 1e-5).min()
+    x_hat = np.abs(norm64(xm, (0, 1, 2), eps=1e-5)).max()
+    grad_bound = (b_hat * (1 + 2 * x_hat) + 8 * U64 * np.sqrt(n) * (1 + x_hat**2)) * np.abs(wm).max()
     for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2), strict=True):
         assert np.isfinite(np.asarray(b)).all()
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+        assert_close_f32(a, b, 2 * n * grad_bound / sigma)
 
 
 # --- retracing ---------------------------------------------------------------------------------------

@@ -31,6 +31,19 @@ def float32_norm_bound(g, raxes, y, eps=0.0):
     are exactly the reduced axes; ``y`` is the float64 result of the same shape.
     """
     g = np.asarray(g, np.float64)
+    dmu, dvar = stats_bound(g, raxes)
+    s2 = g.var(raxes, keepdims=True) + eps
+    y = np.abs(np.asarray(y, np.float64))
+    return 2 * (dmu / np.sqrt(s2) + y * dvar / (2 * s2) + 8 * U32 * (1 + y))
+
+
+def stats_bound(g, raxes):
+    """The bounds ``(dmu, dvar)`` of :func:`float32_norm_bound` on a float32 mean and variance.
+
+    Per slice (keepdims), for any summation order and any shift taken from the data; a final
+    rounding of each result (``u`` relative) is included. Not doubled.
+    """
+    g = np.asarray(g, np.float64)
     n = np.prod([g.shape[a] for a in raxes])
     mu = g.mean(raxes, keepdims=True)
     sigma2 = g.var(raxes, keepdims=True)
@@ -38,9 +51,7 @@ def float32_norm_bound(g, raxes, y, eps=0.0):
     s_moment = (g**2).mean(raxes, keepdims=True) + sigma2 + d**2
     dmu = n * U32 * (np.abs(g).mean(raxes, keepdims=True) + d)
     dvar = (n + 2) * U32 * s_moment + 2 * (np.abs(mu) + d) * dmu
-    s2 = sigma2 + eps
-    y = np.abs(np.asarray(y, np.float64))
-    return 2 * (dmu / np.sqrt(s2) + y * dvar / (2 * s2) + 8 * U32 * (1 + y))
+    return dmu + U32 * np.abs(mu), dvar + U32 * sigma2
 
 
 def group_bound(x, num_groups, y, eps=0.0):
