@@ -75,10 +75,6 @@ CASES: dict[str, list[str]] = {
     "zscore": ["normalize", "{d}/eeg.edf", "--out", "{o}/eeg.npz"],
     "demo": ["demo", "--plot", "{o}/demo.png"],
     "missing": ["normalize", "{d}/missing.edf", "--out", "{o}/x.npz"],
-    "not_a_recording": ["normalize", "{d}/notes.txt", "--out", "{o}/x.npz"],
-    "corrupt_header": ["normalize", "{d}/corrupt.edf", "--out", "{o}/x.npz"],
-    "unknown_unit": ["normalize", "{d}/unknown_unit.edf", "--out", "{o}/x.npz"],
-    "no_such_channel": ["normalize", "{d}/eeg.edf", "--channels", "Cz", "--out", "{o}/x.npz"],
     # fit on one recording, save the scaler; then apply it to another (below, after this batch)
     "save_stats": [
         "normalize",
@@ -95,6 +91,10 @@ CASES: dict[str, list[str]] = {
 }
 # The same checks in process (main(argv)), to keep the suite fast: each subprocess imports jax.
 IN_PROCESS: dict[str, list[str]] = {
+    "not_a_recording": ["normalize", "{d}/notes.txt", "--out", "{o}/x.npz"],
+    "corrupt_header": ["normalize", "{d}/corrupt.edf", "--out", "{o}/x.npz"],
+    "unknown_unit": ["normalize", "{d}/unknown_unit.edf", "--out", "{o}/x.npz"],
+    "no_such_channel": ["normalize", "{d}/eeg.edf", "--channels", "Cz", "--out", "{o}/x.npz"],
     "robust": [
         "normalize",
         "{d}/eeg.edf",
@@ -447,10 +447,6 @@ def _check_refused(proc, out, match):
     ("case", "match"),
     [
         ("missing", r"missing\.edf: no such file"),
-        ("not_a_recording", r"notes\.txt: not an EDF, BDF or NWB file \(it starts with b'hello"),
-        ("corrupt_header", r"corrupt\.edf: not a readable EDF/BDF file"),
-        ("unknown_unit", r"unknown_unit\.edf: channel 'Cz': unknown unit 'furlongs'"),
-        ("no_such_channel", r"eeg\.edf: no channel named 'Cz'; the channels are 'Fp1'"),
     ],
 )
 def test_bad_input_subprocess(runs, case, match):
@@ -460,6 +456,10 @@ def test_bad_input_subprocess(runs, case, match):
 @pytest.mark.parametrize(
     ("case", "match"),
     [
+        ("not_a_recording", r"notes\.txt: not an EDF, BDF or NWB file \(it starts with b'hello"),
+        ("corrupt_header", r"corrupt\.edf: not a readable EDF/BDF file"),
+        ("unknown_unit", r"unknown_unit\.edf: channel 'Cz': unknown unit 'furlongs'"),
+        ("no_such_channel", r"eeg\.edf: no channel named 'Cz'; the channels are 'Fp1'"),
         ("truncated", r"truncated\.edf: not a readable EDF/BDF file"),
         (
             "mixed_rates",
