@@ -81,3 +81,43 @@ def test_an_extra_pass_is_seen():
         return x - jnp.mean(x, axis=(1, 2), keepdims=True) * jnp.sum(jnp.sin(x), axis=(0, 1), keepdims=True)
 
     assert _bytes_over_floor(two_reads, _x()) >= 1.4
+
+
+# BatchNorm's training forward: the shifted one-pass statistics read x twice (two sums; XLA on CPU
+# fuses no two reductions of one array into one pass), the output pass reads it once more and writes
+# y: 2.0x the floor, as flax.nnx's use_fast_variance=True; its use_fast_variance=False reads x three
+# times (3.0x). Masked, XLA's CPU reductions here take no select: the mask as floats (the count), the
+# zeroed x and the masked sums become full-size temporaries.
+MEAN = jnp.zeros(C, jnp.float32)
+VAR = jnp.ones(C, jnp.float32)
+MASK = jnp.asarray(np.random.default_rng(1).random(SHAPE) > 0.1)
+
+
+def _bn(x, **kw):
+    return F.batch_norm(x, MEAN, VAR, SCALE, BIAS, training=True, **kw)
+
+
+BN_CASES = [
+    ("batch_norm, training", lambda x: _bn(x), 2.15),
+    ("batch_norm, training, use_fast_variance=False", lambda x: _bn(x, use_fast_variance=False), 2.15),
+    ("batch_norm, training, masked", lambda x: _bn(x, mask=MASK), 6.1),  # 5.88
+    # 4.25; 5.38 when the zeroed x went through a second select
+    ("batch_norm, training, masked, two-pass", lambda x: _bn(x, mask=MASK, use_fast_variance=False), 4.5),
+]
+
+
+@pytest.mark.parametrize(("name", "f", "limit"), BN_CASES, ids=[c[0] for c in BN_CASES])
+def test_batch_norm_training_reads_x_three_times(name, f, limit):
+    ratio = _bytes_over_floor(f, _x())
+    assert 1.0 <= ratio <= limit, f"{name}: XLA reads/writes {ratio:.2f}x the floor (limit {limit})"
+
+
+def test_batch_norm_layer_training_matches_the_functional_passes():
+    import unitnorm as un
+
+    layer = un.BatchNorm1d(SHAPE[1:])
+    step = jax.jit(lambda layer, x: (layer(x), layer))
+    cost = step.lower(layer, _x()).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    ratio = float(cost["bytes accessed"]) / (2 * _x().size * 4)
+    assert 1.0 <= ratio <= 2.15, f"BatchNorm1d training step: {ratio:.2f}x the floor"
