@@ -56,6 +56,8 @@ GROUPS = {
     "layer_norm": "LayerNorm over channels, forward (jit)",
     "rms_norm": "RMSNorm over channels, forward (jit)",
     "group_norm": "GroupNorm, 8 groups, forward (jit)",
+    "instance_norm": "InstanceNorm over time, forward (jit); peers without one: GroupNorm, C groups",
+    "weight_std": "weight_standardization of a (k, in, out) weight shaped like the input (jit)",
     "bn_renorm": "BatchRenorm1d, training forward (jit); flax.nnx BatchNorm as the peer (no renorm there)",
     "spectral_norm": "SpectralNorm of a (C, C) dense kernel, 1 power step, then x @ W + b (jit)",
     "weight_norm": "WeightNorm of a (C, C) dense kernel, then x @ W + b (jit)",
@@ -231,8 +233,19 @@ def unitnorm_cases(group: str, d: Data) -> list[Case]:
         b = jnp.zeros(C)
         dense = jax.jit(lambda wrapper, b, x: (x @ wrapper() + b, wrapper))
         cases.append(_jit_case(f"unitnorm {cls.__name__} (array)", "unitnorm", dense, cls(w), b, x))
-    elif group in ("layer_norm", "rms_norm", "group_norm"):
-        cls_name = {"layer_norm": "LayerNorm", "rms_norm": "RMSNorm", "group_norm": "GroupNorm"}[group]
+    elif group == "weight_std":
+        fn = jax.jit(un.functional.weight_standardization)
+        cases += [
+            _jit_case("unitnorm weight_standardization (array)", "unitnorm", fn, x),
+            _jit_case("unitnorm weight_standardization (Quantity)", "unitnorm", fn, xq),
+        ]
+    elif group in ("layer_norm", "rms_norm", "group_norm", "instance_norm"):
+        cls_name = {
+            "layer_norm": "LayerNorm",
+            "rms_norm": "RMSNorm",
+            "group_norm": "GroupNorm",
+            "instance_norm": "InstanceNorm",
+        }[group]
         cls = getattr(un, cls_name, None)
         if cls is None:
             return []
@@ -327,6 +340,22 @@ def reference_cases(group: str, d: Data) -> list[Case]:
             return ((xg - mean) * jax.lax.rsqrt(var + 1e-6)).reshape(B, L, C) * s + b
 
         return [_jit_case("jnp reference", "reference", jax.jit(gn), x, o, z)]
+    if group == "instance_norm":
+
+        def inorm(x: Any, s: Any, b: Any) -> Any:
+            mean = jnp.mean(x, axis=1, keepdims=True)
+            var = jnp.mean(jnp.square(x - mean), axis=1, keepdims=True)
+            return (x - mean) * jax.lax.rsqrt(var + 1e-6) * s + b
+
+        return [_jit_case("jnp reference", "reference", jax.jit(inorm), x, o, z)]
+    if group == "weight_std":
+
+        def ws(w: Any) -> Any:
+            mean = jnp.mean(w, axis=(0, 1), keepdims=True)
+            var = jnp.mean(jnp.square(w - mean), axis=(0, 1), keepdims=True)
+            return (w - mean) * jax.lax.rsqrt(jnp.maximum(var * (w.shape[0] * w.shape[1]), 1e-4))
+
+        return [_jit_case("jnp reference", "reference", jax.jit(ws), x)]
     return []
 
 
@@ -407,6 +436,10 @@ def flax_cases(group: str, d: Data) -> list[Case]:
         }[group]
         step, state = split_merge(make())
         cases += [_jit_case("flax.nnx, split/merge + jax.jit", "flax", step, state, x), nnx_jit(make())]
+    elif group == "instance_norm" and hasattr(nnx, "InstanceNorm"):
+        make = lambda: nnx.InstanceNorm(C, rngs=rngs)  # noqa: E731
+        step, state = split_merge(make())
+        cases += [_jit_case("flax.nnx, split/merge + jax.jit", "flax", step, state, x), nnx_jit(make())]
     return cases
 
 
@@ -454,6 +487,13 @@ def brainstate_cases(group: str, d: Data) -> list[Case]:
         }[group]()
         fn = tjit(lambda x: layer(x))
         return [Case("brainstate, transform.jit", "brainstate", lambda: fn(x))]
+    if group == "instance_norm":  # no InstanceNorm in brainstate 0.5: GroupNorm, one channel per group
+        layer = nn.GroupNorm(C, num_groups=C)
+        fn = tjit(lambda x: layer(x))
+        return [Case("brainstate GroupNorm(num_groups=C), transform.jit", "brainstate", lambda: fn(x))]
+    if group == "weight_std" and hasattr(nn, "weight_standardization"):
+        fn = tjit(nn.weight_standardization)
+        return [Case("brainstate weight_standardization, transform.jit", "brainstate", lambda: fn(x))]
     return []
 
 
@@ -508,6 +548,11 @@ def equinox_cases(group: str, d: Data) -> list[Case]:
         layer = eqx.nn.GroupNorm(NUM_GROUPS, C)
         fn = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))
         return [Case("equinox, filter_jit", "equinox", lambda: fn(layer, x_cf), note=note)]
+    if group == "instance_norm":  # no InstanceNorm in equinox: GroupNorm, one channel per group
+        layer = eqx.nn.GroupNorm(C, C)
+        fn = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))
+        name = "equinox GroupNorm(groups=C), filter_jit"
+        return [Case(name, "equinox", lambda: fn(layer, x_cf), note=note)]
     return []
 
 
@@ -561,6 +606,9 @@ def torch_cases(group: str, d: Data) -> list[Case]:
                 label, "torch", no_grad(torch.nn.GroupNorm(NUM_GROUPS, C).to(dev), x_cf), sync=sync, note=note
             )
         ]
+    if group == "instance_norm":
+        layer = torch.nn.InstanceNorm1d(C, affine=True).to(dev)
+        return [Case(label, "torch", no_grad(layer, x_cf), sync=sync, note=note)]
     return []
 
 
