@@ -618,6 +618,21 @@ def test_vmap_axis_name_combines_statistics(use_mask):
     close(per_device(lambda v, m: layer(v, mask=m)), np_layer_norm(x, (0, 2), mask=mask))
 
 
+@pytest.mark.parametrize(
+    ("raxes", "truth_raxes"),
+    [(None, (0, 2, 3)), ((0, 2), (0, 1, 3))],  # per device (batch, time, channels); x adds the device axis
+    ids=["default", "partial reduction_axes"],
+)
+def test_group_norm_across_a_vmapped_axis_without_a_mask(raxes, truth_raxes):
+    # the unmasked path sums per channel, then per group, then merges the devices' (count, mean, M2):
+    # far from zero, against the float64 group norm of all devices' data together
+    x = rand(4, 3, 5, 6, loc=-65.0, scale=0.01, seed=3)
+    kw = {} if raxes is None else {"reduction_axes": raxes}
+    y = jax.vmap(lambda v: F.group_norm(v, num_groups=2, axis_name="d", **kw), axis_name="d")(jnp.asarray(x))
+    truth = np_group_norm(x, 2, raxes=truth_raxes)
+    close_to_truth(y, truth, x, truth_raxes, eps=1e-6)
+
+
 # ----------------------------------------------------------------------------
 # weight standardization
 

@@ -31,6 +31,8 @@ from unitnorm._moments import (  # noqa: F401 - re-exported: the layers and test
     _own_buffer,
     axis_size,
     check_dtype,
+    gather,
+    merge_along,
     moments,
     moments_with_count,
     stats_dtype,
@@ -1030,9 +1032,9 @@ def sample_norm_mantissa(
     mean and dividing by the standard deviation.
     """
     shape = m.shape
-    if groups is not None and mask is None and axis_name is None and use_fast_variance and not rms:
+    if groups is not None and mask is None and use_fast_variance and not rms:
         channel, num_groups = groups
-        mean, var = _grouped_moments(m, reduction_axes, channel, num_groups)
+        mean, var = _grouped_moments(m, reduction_axes, channel, num_groups, axis_name, axis_index_groups)
         others = tuple(a for a in reduction_axes if a != channel)
         return normalize_mantissa(m, mean, var, scale, bias, epsilon, others, (channel,), out_dtype)
     if (
@@ -1097,7 +1099,12 @@ def _slab_moments(m: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.A
 
 
 def _grouped_moments(
-    m: jax.Array, reduction_axes: tuple[int, ...], channel: int, num_groups: int
+    m: jax.Array,
+    reduction_axes: tuple[int, ...],
+    channel: int,
+    num_groups: int,
+    axis_name: Any = None,
+    axis_index_groups: Any = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Each channel's group mean and variance (the reduction axes other than ``channel`` dropped).
 
@@ -1105,7 +1112,9 @@ def _grouped_moments(
     other axes, in the input's own layout), then added within each group on the
     small per-channel arrays, so XLA never reduces a reshaped, strided view of
     the full-size input. The shift is the group's first element, as in
-    :func:`moments`; the sums are the same, only their order differs.
+    :func:`moments`; the sums are the same, only their order differs. Across
+    ``axis_name`` every device's (count, mean, M2) per group are gathered in
+    one collective and combined with :func:`merge_along`, as in :func:`moments`.
     """
     cdt = stats_dtype(m.dtype)
     m = m.astype(cdt)
@@ -1128,7 +1137,14 @@ def _grouped_moments(
     s1 = jnp.sum(s1.reshape(split), axis=c + 1, keepdims=True)
     s2 = jnp.sum(s2.reshape(split), axis=c + 1, keepdims=True)
     mean = jnp.squeeze(shift, others).reshape(split)[(slice(None),) * (c + 1) + (slice(0, 1),)] + s1 / count
-    var = jnp.maximum(s2 - _abs2(s1) / count, 0) / count
+    m2 = jnp.maximum(s2 - _abs2(s1) / count, 0)
+    if axis_name is None:
+        var = m2 / count
+    else:
+        n = jnp.full(mean.shape, count, cdt)
+        parts = gather(jnp.stack([n, mean, m2.astype(cdt)]), axis_name, axis_index_groups)
+        n, mean, m2 = merge_along(parts[:, 0].real, parts[:, 1], parts[:, 2].real)
+        var = m2 / n
 
     def per_channel(v: jax.Array) -> jax.Array:
         return jnp.broadcast_to(v, split).reshape(channel_shape)
