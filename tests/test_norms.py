@@ -250,6 +250,25 @@ def test_masked_out_values_do_not_leak():
     close(F.mean_square(jnp.asarray(bad), (1,), jnp.asarray(mask)), np_rms_stat(x, mask), 1e-6)
 
 
+@pytest.mark.parametrize("raxes", [(1, 2), (2,)], ids=["default", "channels only"])
+def test_masked_group_norm_far_from_zero_and_empty_groups(raxes):
+    # the masked path sums per channel, then per group (two passes): against the float64 group norm
+    # of the counted elements, far from zero; a group with nothing counted gets NaN, the rest not
+    x = rand(3, 5, 8, loc=-65.0, scale=0.01, seed=7)
+    mask = _mask(x.shape, seed=8)
+    mask[0, :, :4] = False  # sample 0, group 0: nothing counted (with raxes (2,), at every time step)
+    bad = np.where(mask, x, np.nan)
+    y = np.asarray(F.group_norm(jnp.asarray(bad), num_groups=2, reduction_axes=raxes, mask=mask))
+    assert np.isnan(y[0, :, :4]).all()
+    keep = np.ones(x.shape, bool)
+    keep[0, :, :4] = False
+    with np.errstate(invalid="ignore", divide="ignore"):  # the empty group: 0 / 0 in the oracle too
+        truth = np_group_norm(x, 2, raxes=raxes, mask=mask)
+    ok = keep & mask
+    x_ok = np.where(keep, x, -65.0)  # the bound from the counted data, the empty group's values aside
+    close_to_truth(np.where(ok, y, 0.0), np.where(ok, truth, 0.0), x_ok, raxes, eps=1e-6)
+
+
 # ----------------------------------------------------------------------------
 # brainstate: signatures and plain-array numerics
 

@@ -1032,9 +1032,14 @@ def sample_norm_mantissa(
     mean and dividing by the standard deviation.
     """
     shape = m.shape
-    if groups is not None and mask is None and use_fast_variance and not rms:
+    if groups is not None and (mask is not None or use_fast_variance) and not rms:
         channel, num_groups = groups
-        mean, var = _grouped_moments(m, reduction_axes, channel, num_groups, axis_name, axis_index_groups)
+        if mask is None:
+            mean, var = _grouped_moments(m, reduction_axes, channel, num_groups, axis_name, axis_index_groups)
+        else:
+            mean, var = _grouped_masked_moments(
+                m, mask, reduction_axes, channel, num_groups, axis_name, axis_index_groups
+            )
         others = tuple(a for a in reduction_axes if a != channel)
         return normalize_mantissa(m, mean, var, scale, bias, epsilon, others, (channel,), out_dtype)
     if (
@@ -1150,6 +1155,59 @@ def _grouped_moments(
         return jnp.broadcast_to(v, split).reshape(channel_shape)
 
     return per_channel(mean), per_channel(var)
+
+
+def _grouped_masked_moments(
+    m: jax.Array,
+    mask: jax.Array,
+    reduction_axes: tuple[int, ...],
+    channel: int,
+    num_groups: int,
+    axis_name: Any = None,
+    axis_index_groups: Any = None,
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`_grouped_moments` over the elements ``mask`` selects: two passes, per channel first.
+
+    The counted elements' sum per channel (in the input's layout), added within
+    each group, gives the group mean; then the squared deviations from it, per
+    channel, then per group. Masked-out elements (NaN included) reach no sum.
+    Across ``axis_name`` every device's (count, mean, M2) per group are merged
+    with :func:`merge_along`, which weights devices by their counts exactly. A
+    group with nothing counted gets NaN statistics, as in :func:`moments`.
+    """
+    cdt = stats_dtype(m.dtype)
+    rdt = jnp.finfo(cdt).dtype
+    m = m.astype(cdt)
+    zero = jnp.zeros((), cdt)
+    size = m.shape[channel] // num_groups
+    others = tuple(a for a in reduction_axes if a != channel)
+    c = channel - sum(1 for a in others if a < channel)
+    counts = jnp.sum(mask, axis=others, dtype=rdt)
+    channel_shape = counts.shape
+    split = (*channel_shape[:c], num_groups, size, *channel_shape[c + 1 :])
+
+    def per_group(v: jax.Array) -> jax.Array:
+        return jnp.sum(v.reshape(split), axis=c + 1, keepdims=True)
+
+    def per_channel(v: jax.Array) -> jax.Array:
+        return jnp.broadcast_to(v, split).reshape(channel_shape)
+
+    count = per_group(counts)
+    safe = jnp.maximum(count, 1).astype(cdt)
+    mean = per_group(jnp.sum(jnp.where(mask, m, zero), axis=others)) / safe
+    centred = jnp.where(mask, m - jnp.expand_dims(per_channel(mean), others), zero)
+    m2 = per_group(jnp.sum(_abs2(centred), axis=others))
+    if axis_name is not None:
+        parts = gather(jnp.stack([count.astype(cdt), mean, m2.astype(cdt)]), axis_name, axis_index_groups)
+        count, mean, m2 = merge_along(parts[:, 0].real, parts[:, 1], parts[:, 2].real)
+    mean, var = _finish_grouped(mean, m2, count)
+    return per_channel(mean), per_channel(var)
+
+
+def _finish_grouped(mean: jax.Array, m2: jax.Array, count: jax.Array) -> tuple[jax.Array, jax.Array]:
+    empty = count == 0
+    var = jnp.maximum(m2 / jnp.maximum(count, 1).astype(m2.dtype), 0)
+    return jnp.where(empty, jnp.nan, mean), jnp.where(empty, jnp.nan, var)
 
 
 def _check_affine_shape(scale: Any, bias: Any, fshape: tuple[int, ...], who: str) -> None:
