@@ -266,6 +266,19 @@ def unitnorm_cases(group: str, d: Data) -> list[Case]:
             _jit_case(f"unitnorm {cls_name} (array)", "unitnorm", fwd, cls((L, C), **kw), x),
             _jit_case(f"unitnorm {cls_name} (Quantity)", "unitnorm", fwd, cls((L, C), in_unit=mV, **kw), xq),
         ]
+        if group in ("group_norm", "instance_norm"):
+            # equinox's layout (a reference row, not the goal's): groups of channels first are contiguous
+            first = {"feature_axis": 0} if group == "group_norm" else {"feature_axes": 0}
+            cases.append(
+                _jit_case(
+                    f"unitnorm {cls_name} (array), channels first",
+                    "reference",
+                    fwd,
+                    cls((C, L), **first, **kw),
+                    d.x_cf,
+                    note="input (batch, channels, length), as equinox's",
+                )
+            )
     return cases
 
 
