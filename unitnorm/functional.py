@@ -1090,13 +1090,19 @@ def _contiguous_slabs(m: jax.Array, reduction_axes: tuple[int, ...], feature_axe
 def _slab_moments(m: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
     """Mean, then the mean squared deviation from it, over ``axes`` (no mask, none empty).
 
-    The mean is the slice's first element plus the mean deviation from it: exact for a constant
-    slice (its output is then exactly zero) and accurate far from zero.
+    Unless the slices are the trailing axes, the mean is the slice's first element plus the mean
+    deviation from it: exact for a constant slice (its output is then exactly zero) and accurate far
+    from zero, and XLA still fuses it (InstanceNorm). Over the trailing axes (LayerNorm's rows) the
+    plain two-pass mean is kept, as before: there the first element of every row, a strided read
+    inside the fused pass, cost LayerNorm ~12% (1.14x against 1.01x a jnp two-pass, here).
     """
     m = m.astype(stats_dtype(m.dtype))
     count = math.prod(m.shape[a] for a in axes)
-    shift = lax.stop_gradient(_first_along(m, axes))
-    mean = jnp.squeeze(shift, axes) + jnp.sum(m - shift, axis=axes) / count
+    if axes == tuple(range(m.ndim - len(axes), m.ndim)):
+        mean = jnp.sum(m, axis=axes) / count
+    else:
+        shift = lax.stop_gradient(_first_along(m, axes))
+        mean = jnp.squeeze(shift, axes) + jnp.sum(m - shift, axis=axes) / count
     # `m + (-mean)`: bit-identical to the output pass's `m - mean`, kept apart so that XLA fuses
     # each into its own consumer rather than sharing one full-size difference
     var = jnp.sum(_abs2(m + (-jnp.expand_dims(mean, axes))), axis=axes) / count
