@@ -37,7 +37,8 @@ def test_quick_run_times_every_group_and_writes_json(tmp_path):
     assert {"bn_train", "bn_grad", "bn_eager", "bn_donated"} <= {r["group"] for r in ours}
     assert any(r.get("alloc_bytes") is not None for r in ours)
     assert result["environment"]["jax"]
-    for text in ("### Goals", "× fastest peer", "peak memory"):
+    assert any(g["verdict"].startswith(("PASS ", "FAIL ")) for g in result["goals"])
+    for text in ("### Goals", "× fastest peer", "peak memory", "### Verdicts"):
         assert text in proc.stdout
 
 
@@ -90,3 +91,23 @@ def test_ratios_and_goals_from_measurements():
     assert backward["ratio"] == 0.5 and backward["met"]
     assert goals["donated training forward / in-place floor"]["ratio"] == 1.5
     assert goals["eager call / flax.nnx eager"]["met"] and not goals["eager call / brainstate eager"]["met"]
+
+
+def test_forward_goals_take_the_fastest_jax_peer_and_give_a_verdict():
+    rows = [
+        row("layer_norm", "unitnorm LayerNorm (array)", "unitnorm", 0.9, shape="medium"),
+        row("layer_norm", "flax.nnx, split/merge + jax.jit", "flax", 1.2, shape="medium"),
+        row("layer_norm", "equinox, filter_jit", "equinox", 1.0, shape="medium"),
+        row("layer_norm", "torch (cpu)", "torch", 0.5, shape="medium"),  # not a JAX peer
+        row("group_norm", "unitnorm GroupNorm (array)", "unitnorm", 2.6, shape="medium"),
+        row("group_norm", "flax.nnx, split/merge + jax.jit", "flax", 2.0, shape="medium"),
+        row("group_norm", "torch (cpu)", "torch", 2.0, shape="medium"),
+    ]
+    goals = {g["goal"]: g for g in bench.goals(rows, ["medium"])}
+    ln = goals["LayerNorm forward / fastest JAX peer"]
+    assert ln["ratio"] == 0.9 and ln["met"]
+    assert ln["verdict"] == "PASS LayerNorm medium 0.90× equinox (fastest JAX peer) (goal ≤ 1)"
+    gn = goals["GroupNorm forward / fastest JAX peer"]
+    assert gn["verdict"].startswith("FAIL GroupNorm medium 1.30× flax.nnx")
+    torch_goal = goals["GroupNorm forward / torch"]
+    assert torch_goal["ratio"] == 1.3 and torch_goal["met"]  # the goal: <= 1.3x torch

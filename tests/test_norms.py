@@ -258,6 +258,25 @@ def test_masked_out_values_do_not_leak():
     close(F.mean_square(jnp.asarray(bad), (1,), jnp.asarray(mask)), np_rms_stat(x, mask), 1e-6)
 
 
+@pytest.mark.parametrize("raxes", [(1, 2), (2,)], ids=["default", "channels only"])
+def test_masked_group_norm_far_from_zero_and_empty_groups(raxes):
+    # the masked path sums per channel, then per group (two passes): against the float64 group norm
+    # of the counted elements, far from zero; a group with nothing counted gets NaN, the rest not
+    x = rand(3, 5, 8, loc=-65.0, scale=0.01, seed=7)
+    mask = _mask(x.shape, seed=8)
+    mask[0, :, :4] = False  # sample 0, group 0: nothing counted (with raxes (2,), at every time step)
+    bad = np.where(mask, x, np.nan)
+    y = np.asarray(F.group_norm(jnp.asarray(bad), num_groups=2, reduction_axes=raxes, mask=mask))
+    assert np.isnan(y[0, :, :4]).all()
+    keep = np.ones(x.shape, bool)
+    keep[0, :, :4] = False
+    with np.errstate(invalid="ignore", divide="ignore"):  # the empty group: 0 / 0 in the oracle too
+        truth = np_group_norm(x, 2, raxes=raxes, mask=mask)
+    ok = keep & mask
+    x_ok = np.where(keep, x, -65.0)  # the bound from the counted data, the empty group's values aside
+    close_to_truth(np.where(ok, y, 0.0), np.where(ok, truth, 0.0), x_ok, raxes, eps=1e-6)
+
+
 # ----------------------------------------------------------------------------
 # brainstate: signatures and plain-array numerics
 
@@ -624,6 +643,21 @@ def test_vmap_axis_name_combines_statistics(use_mask):
     )
     layer = un.LayerNorm(6, axis_name="d")
     close(per_device(lambda v, m: layer(v, mask=m)), np_layer_norm(x, (0, 2), mask=mask))
+
+
+@pytest.mark.parametrize(
+    ("raxes", "truth_raxes"),
+    [(None, (0, 2, 3)), ((0, 2), (0, 1, 3))],  # per device (batch, time, channels); x adds the device axis
+    ids=["default", "partial reduction_axes"],
+)
+def test_group_norm_across_a_vmapped_axis_without_a_mask(raxes, truth_raxes):
+    # the unmasked path sums per channel, then per group, then merges the devices' (count, mean, M2):
+    # far from zero, against the float64 group norm of all devices' data together
+    x = rand(4, 3, 5, 6, loc=-65.0, scale=0.01, seed=3)
+    kw = {} if raxes is None else {"reduction_axes": raxes}
+    y = jax.vmap(lambda v: F.group_norm(v, num_groups=2, axis_name="d", **kw), axis_name="d")(jnp.asarray(x))
+    truth = np_group_norm(x, 2, raxes=truth_raxes)
+    close_to_truth(y, truth, x, truth_raxes, eps=1e-6)
 
 
 # ----------------------------------------------------------------------------

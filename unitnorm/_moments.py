@@ -331,7 +331,7 @@ def moments_with_count(
         return c if c.ndim == 0 else jnp.expand_dims(c, axes)
 
     if not use_fast_variance:
-        s1 = masked_sum(m)
+        s1 = jnp.sum(m, axis=axes)  # masked-out elements are zeros already: no second select
         if axis_name is not None:
             s1, count = sum_across((s1, count), axis_name, axis_index_groups)
             safe = jnp.maximum(count, 1)
