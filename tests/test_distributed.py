@@ -49,7 +49,7 @@ def run_child(marker):
     env["UNITNORM_DISTRIBUTED_CHILD"] = "1"
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-p", "no:cacheprovider"]
-    cmd += ["-m", marker, "-k", "not four_device_suite", "-rfEsx"]
+    cmd += ["-m", marker, "-k", "not four_device_suite", "-rfEsx", "-n", "0"]  # one process: 4 devices
     proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out

@@ -53,7 +53,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _one_line(err: BaseException, source: str | None = None) -> str:
-    """One line for an exception: its message, whitespace collapsed, at most 400 characters.
+    """One line for an exception: its message, whitespace collapsed, at most 400 characters plus the path.
 
     A longer message is cut in the middle, so its start (the reason) and its end
     (the fix, e.g. "pass name=... (or --name)") both survive.
@@ -72,7 +72,9 @@ def _one_line(err: BaseException, source: str | None = None) -> str:
     known = (OSError, ValueError, TypeError, ImportError, ArithmeticError)
     if not isinstance(err, known):  # a library's own exception type, e.g. from h5py or hdmf
         text = f"{source + ': ' if source else ''}{type(err).__name__}: {text}"
-    return text if len(text) <= 400 else f"{text[:260]} ... {text[-135:]}"
+    # the budget grows with the input's path, so a deep folder does not push the reason out
+    extra = len(source) if source else 0
+    return text if len(text) <= 400 + extra else f"{text[: 260 + extra]} ... {text[-135:]}"
 
 
 def _concerns_data(w: warnings.WarningMessage) -> bool:
