@@ -898,16 +898,27 @@ def goals(
     for s in shapes:
         for group, layer in FORWARD_GOALS.items():
             ours = _row(rows, group, s, f"unitnorm {layer} (array)")
-            peer = _fastest(rows, group, s, JAX_PEERS)
-            if ours and ours["median_s"] and peer:
-                name = PEER_NAMES[peer["family"]]
+            # like for like: equinox takes (channels, length) samples, so it is compared with unitnorm
+            # on that layout where the group has such a row; the verdict is the worst ratio over peers
+            first = _row(rows, group, s, f"unitnorm {layer} (array), channels first")
+            worst = None
+            for family in JAX_PEERS:
+                peer = _fastest(rows, group, s, (family,))
+                mine = first if family == "equinox" and first and first["median_s"] else ours
+                if peer and mine and mine["median_s"]:
+                    ratio = mine["median_s"] / peer["median_s"]
+                    if worst is None or ratio > worst[0]:
+                        worst = (ratio, peer, mine is first)
+            if worst is not None:
+                ratio, peer, on_first = worst
+                layout = ", channels first as its input" if on_first else ""
                 add(
                     f"{layer} forward / fastest JAX peer",
                     s,
-                    ours["median_s"] / peer["median_s"],
+                    ratio,
                     1.0,
-                    f"fastest: {peer['impl']}",
-                    (layer, f"{name} (fastest JAX peer)"),
+                    f"fastest relative to unitnorm: {peer['impl']}{layout}",
+                    (layer, f"{PEER_NAMES[peer['family']]}{layout} (fastest JAX peer)"),
                 )
         ours, torch_row = (
             _row(rows, "group_norm", s, "unitnorm GroupNorm (array)"),
