@@ -111,3 +111,20 @@ def test_forward_goals_take_the_fastest_jax_peer_and_give_a_verdict():
     assert gn["verdict"].startswith("FAIL GroupNorm medium 1.30× flax.nnx")
     torch_goal = goals["GroupNorm forward / torch"]
     assert torch_goal["ratio"] == 1.3 and torch_goal["met"]  # the issue's goal: <= 1.3x torch
+
+
+def test_forward_goal_compares_equinox_on_its_own_layout():
+    """equinox normalizes (channels, length) samples: it is held against unitnorm's channels-first row."""
+    rows = [
+        row("group_norm", "unitnorm GroupNorm (array)", "unitnorm", 2.6, shape="medium"),
+        row("group_norm", "unitnorm GroupNorm (array), channels first", "reference", 0.8, shape="medium"),
+        row("group_norm", "equinox, filter_jit", "equinox", 1.0, shape="medium"),
+        row("group_norm", "flax.nnx, split/merge + jax.jit", "flax", 2.5, shape="medium"),
+    ]
+    gn = {g["goal"]: g for g in bench.goals(rows, ["medium"])}["GroupNorm forward / fastest JAX peer"]
+    # the worst like-for-like ratio: 2.6 / 2.5 against flax.nnx, not 2.6 / 1.0 against equinox
+    assert math.isclose(gn["ratio"], 2.6 / 2.5) and not gn["met"]
+    assert gn["verdict"].startswith("FAIL GroupNorm medium 1.04× flax.nnx (fastest JAX peer)")
+    rows[1]["median_s"] = 1.5  # now unitnorm on equinox's layout is the worst case
+    gn = {g["goal"]: g for g in bench.goals(rows, ["medium"])}["GroupNorm forward / fastest JAX peer"]
+    assert gn["ratio"] == 1.5 and "equinox, channels first as its input" in gn["verdict"]
