@@ -12,6 +12,7 @@ package and so still imports JAX; the installed ``unitnorm`` command does not.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import re
 import sys
@@ -32,12 +33,17 @@ def version() -> str:
     """
     spec = importlib.util.find_spec("unitnorm")
     origin = None if spec is None else spec.origin
-    if origin:
-        with open(origin, encoding="utf-8") as f:
+    try:
+        with open(origin or "", encoding="utf-8") as f:
             found = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M)
         if found:
             return found.group(1)
-    return "unknown"
+    except OSError:  # not a plain file (a zip or frozen install): ask the installed metadata
+        pass
+    try:
+        return importlib.metadata.version("unitnorm")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -21,6 +21,8 @@ is still far tighter than 1e-4 for well-conditioned data.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 U32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff of float32
@@ -97,6 +99,9 @@ def assert_close_f32(actual, expected, bound):
     """``|actual - expected| <= bound`` everywhere (NaN where both are NaN), with a readable failure."""
     a = np.asarray(actual, np.float64)
     b = np.asarray(expected, np.float64)
+    assert math.isfinite(bound), (
+        f"the bound is {bound}: a test that cannot fail (an all-masked slice with eps=0?)"
+    )
     assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
     both_nan = np.isnan(a) & np.isnan(b)
     diff = np.where(both_nan, 0.0, np.abs(a - b))

@@ -85,3 +85,10 @@ def test_refused_with_ems(gappy, tmp_path, capsys):
         == 1
     )
     assert "not to --method ems" in capsys.readouterr().err
+
+
+def test_the_option_conflict_is_named_before_the_stats_file_is_read(gappy, tmp_path, capsys):
+    path, _ = gappy
+    argv = ["normalize", path, "--out", str(tmp_path / "z.npz"), "--stats", str(tmp_path / "missing.npz")]
+    assert main([*argv, "--nan-policy", "omit"]) == 1
+    assert "--nan-policy applies when fitting" in capsys.readouterr().err

@@ -287,3 +287,23 @@ def test_nan_channels_in_a_recording():
     assert cells[2] == "all non-finite (50)" and cells[6] == "[0, 24] (25 non-finite)"
     for svg in root.iter("{http://www.w3.org/2000/svg}polygon"):
         assert "nan" not in svg.get("points")
+
+
+def test_a_channel_name_that_is_svg_markup_is_escaped():
+    """Only the SVG built from numbers goes in unescaped; a name that looks like SVG is text."""
+    names = ['<svg onload="alert(1)">', "b"]
+    rec = Recording(np.zeros((50, 2)), 100.0, channel_names=names, channel_units=["uV", "mV"])
+    fragment = rec._repr_html_()
+    assert '<svg onload="alert(1)">' not in fragment and "&lt;svg onload=" in fragment
+    root = _parse(fragment)
+    svgs = [el for el in root.iter() if el.tag.endswith("svg")]
+    assert len(svgs) == 2  # the two sparklines, nothing else
+    assert not any("onload" in el.attrib for el in root.iter())
+
+
+def test_bfloat16_and_complex_values_show_a_range():
+    bf = un.LayerNorm(8, param_dtype=jnp.bfloat16)  # bfloat16 is a NumPy 'V' kind: read as float32
+    assert "scale(8,)∈[1, 1], bias(8,)∈[0, 0]" in repr(bf)
+    from unitnorm._display import value_range
+
+    assert value_range(jnp.asarray([3 + 4j, 1j], jnp.complex64)) == "[1, 5] (magnitudes)"

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _oracle import U32, U64, assert_close_f32, f32_bound, norm64, stats_bounds
+from _oracle import U32, U64, assert_close_f32, f32_bound, group_norm64, norm64, stats_bounds
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -229,6 +229,23 @@ def test_sharded_jit_with_explicit_mesh_axes_fast():
     x = device_data(seed=5, loc=-65.0).reshape(N_DEV * 12, 3)
     mean, var = jax.jit(lambda x: F.compute_stats(x, 0))(shard(x, m))
     np.testing.assert_allclose(np.asarray(var), np_stats(x)[1], **TOL)
+
+
+@child_only
+@pytest.mark.parametrize("norm", ["instance", "group"])
+def test_sample_norms_with_an_explicitly_sharded_time_axis(norm):
+    """A reduced axis sharded over an Explicit mesh axis: no slice of it is taken (XLA refuses one)."""
+    m = mesh(AxisType.Explicit)
+    x = np.random.default_rng(9).normal(-65.0, 3.0, (2, N_DEV * 16, 4)).astype(np.float32)
+    xs = jax.device_put(x, NamedSharding(m, P(None, "b", None)))
+    if norm == "instance":
+        y, truth = jax.jit(F.instance_norm)(xs), norm64(x, (1,), eps=1e-6)
+        bound = f32_bound(x, (1,), eps=1e-6)
+    else:
+        y = jax.jit(lambda v: F.group_norm(v, num_groups=2))(xs)
+        truth = group_norm64(x, 2, eps=1e-6)
+        bound = f32_bound(x.reshape(2, N_DEV * 16, 2, 2), (1, 3), eps=1e-6)
+    assert_close_f32(y, truth, bound)
 
 
 def assert_equal_within_groups(mean, var, x, mask):

@@ -933,3 +933,25 @@ def test_shard_map_on_four_devices_equals_full_reduction():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "four-device checks passed" in proc.stdout
+
+
+# ---------------------------------------------------------------------------- edge paths of the fast ones
+
+
+def test_nothing_left_to_reduce_gives_zeros_like_the_formula():
+    """An (N, C) input to instance_norm, or layer_norm with reduction_axes=(): each value is its own slice."""
+    x = np.random.default_rng(4).normal(-65.0, 3.0, (4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(
+        np.asarray(un.functional.instance_norm(jnp.asarray(x))), norm64(x, (), eps=1e-6)
+    )
+    y = un.functional.layer_norm(jnp.asarray(x), reduction_axes=())
+    np.testing.assert_array_equal(np.asarray(y), norm64(x, (), eps=1e-6))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_group_norm_of_a_constant_group_is_exactly_zero(masked):
+    """A constant group far from zero: its mean is its value exactly, with a mask as without one."""
+    x = jnp.full((1, 4096, 8), -65.1, jnp.float32)
+    mask = np.ones(x.shape, bool) if masked else None
+    y = un.functional.group_norm(x, num_groups=2, mask=mask)
+    assert float(jnp.abs(y).max()) == 0.0

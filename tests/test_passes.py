@@ -57,12 +57,13 @@ CASES = [
     # XLA here fuses with the output into one pass at batch >= 64 (1.0x; 2.0x at this batch of 16,
     # 2.0x at every batch before, with the one-pass statistics and the rsqrt taken after expanding)
     ("instance_norm", lambda x: F.instance_norm(x, scale=SCALE, bias=BIAS), 2.15),
-    # masked: per-channel sums of the counted elements, then per group, two passes; the selects
-    # become full-size temporaries here (5.5x; 8.0x over the reshaped, strided view before)
+    # masked: per-channel sums of the counted elements, then per group, two passes (the second also
+    # sums the deviations, which corrects the mean: exact for a constant group); the selects become
+    # full-size temporaries here (6.0x; 8.0x over the reshaped, strided view before)
     (
         "group_norm, masked",
         lambda x: F.group_norm(x, num_groups=8, mask=x > -66.0, scale=SCALE, bias=BIAS),
-        6.0,
+        6.5,
     ),
     # the weight's slices along out_axis are reduced over the leading axes: two reductions and the
     # output pass, as brainstate's (2.0x)

@@ -296,6 +296,7 @@ def normalize_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--chunk-seconds must be a positive number of seconds, got {args.chunk_seconds}")
     method = args.method
     scaler = None
+    policy = _nan_policy(args)  # before reading --stats: a conflict of options is named first
     if args.stats is not None:
         scaler, method = _load_stats(args.stats, method)
     method = method or "zscore"
@@ -304,7 +305,6 @@ def normalize_command(args: argparse.Namespace) -> int:
         raise ValueError("--factor-new, --init-block-size and --eps apply to --method ems only")
     if ems and args.save_stats is not None:
         raise ValueError("--save-stats: ems keeps no fitted statistics (it adapts as it goes)")
-    policy = _nan_policy(args)
     rec = io.read_recording(
         args.input, channels=channels, name=args.name, skip_unknown_units=args.skip_unknown_units
     )

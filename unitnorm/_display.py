@@ -85,8 +85,13 @@ def value_range(value: Any) -> str:
         m = np.asarray(mantissa)
     except Exception:  # a value NumPy cannot take (an abstract or deleted array)
         return "unavailable"
-    if m.dtype.kind not in "biuf":
-        return f"<{m.dtype}>"
+    if m.dtype.kind == "c":  # complex: the range of the magnitudes
+        m, tail = np.abs(m), f"{tail} (magnitudes)"
+    elif m.dtype.kind not in "biuf":
+        try:  # bfloat16 and the float8 types are NumPy 'V' (void) kinds: read them as float32
+            m = m.astype(np.float32)
+        except (TypeError, ValueError):
+            return f"<{m.dtype}>"
     if m.size == 0:
         return "empty"
     finite = np.isfinite(m) if m.dtype.kind == "f" else np.ones(m.shape, dtype=bool)
@@ -116,8 +121,9 @@ def html_table(
 ) -> str:
     """Return a self-contained HTML table; every cell is text and is escaped here.
 
-    Cells whose text starts with ``'<svg'`` are taken as SVG built by
-    :func:`sparkline_svg` (already escaped) and inserted as they are.
+    Cells that are :class:`Markup` (the SVG :func:`sparkline_svg` builds from
+    numbers only) are inserted as they are; every other cell, channel names
+    from files included, is escaped.
     """
     out = [
         '<div class="unitnorm-repr">',
@@ -130,7 +136,7 @@ def html_table(
         out.append(f"<tr>{cells}</tr>")
     for row in rows:
         cells = "".join(
-            f'<td style="{_CELL}">{c if c.startswith("<svg") else html.escape(c)}</td>' for c in row
+            f'<td style="{_CELL}">{c if isinstance(c, Markup) else html.escape(c)}</td>' for c in row
         )
         out.append(f"<tr>{cells}</tr>")
     out.append("</table>")
@@ -140,7 +146,11 @@ def html_table(
     return "\n".join(out)
 
 
-def sparkline_svg(values: Any, width: int = 160, height: int = 22, points: int = 200) -> str:
+class Markup(str):
+    """HTML built here from numbers only: :func:`html_table` inserts it without escaping."""
+
+
+def sparkline_svg(values: Any, width: int = 160, height: int = 22, points: int = 200) -> Markup:
     """Return an inline SVG of a trace's min/max envelope, at most ``points`` points.
 
     The samples are cut into ``points // 2`` bins; the polygon follows each bin's
@@ -150,7 +160,7 @@ def sparkline_svg(values: Any, width: int = 160, height: int = 22, points: int =
     v = np.asarray(values, dtype=np.float64).ravel()
     n_bins = max(1, min(points // 2, v.size))
     if v.size == 0:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"></svg>'
+        return Markup(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"></svg>')
     edges = np.linspace(0, v.size, n_bins + 1).astype(np.int64)[:-1]
     with np.errstate(invalid="ignore"):
         clean = np.where(np.isfinite(v), v, np.nan)
@@ -169,7 +179,7 @@ def sparkline_svg(values: Any, width: int = 160, height: int = 22, points: int =
     xs = np.concatenate([x, x[::-1]])
     ys = np.concatenate([y(hi), y(lo)[::-1]])
     pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(xs, ys, strict=True))
-    return (
+    return Markup(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}"><polygon points="{pts}" fill="#3b6fb6" '
         'stroke="#3b6fb6" stroke-width="0.6"/></svg>'

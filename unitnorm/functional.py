@@ -27,6 +27,7 @@ from jax import lax
 from unitnorm import _units
 from unitnorm._moments import (  # noqa: F401 - re-exported: the layers and tests use these names here
     _abs2,
+    _explicitly_sharded,
     _first_along,
     _own_buffer,
     axis_size,
@@ -1032,7 +1033,8 @@ def sample_norm_mantissa(
     mean and dividing by the standard deviation.
     """
     shape = m.shape
-    if groups is not None and (mask is not None or use_fast_variance) and not rms:
+    grouped_fast = mask is not None or (use_fast_variance and not _explicitly_sharded(m, reduction_axes))
+    if groups is not None and grouped_fast and not rms:
         channel, num_groups = groups
         if mask is None:
             mean, var = _grouped_moments(m, reduction_axes, channel, num_groups, axis_name, axis_index_groups)
@@ -1048,6 +1050,7 @@ def sample_norm_mantissa(
         and axis_name is None
         and not rms
         and _contiguous_slabs(m, reduction_axes, feature_axes)
+        and not _explicitly_sharded(m, reduction_axes)  # a slice of a sharded axis is not implemented
     ):
         # Each slice reduced is a contiguous slab of memory (LayerNorm over the trailing axes,
         # InstanceNorm over time with the channels after it): the slab is still in cache when it is
@@ -1083,6 +1086,8 @@ def sample_norm_mantissa(
 
 def _contiguous_slabs(m: jax.Array, reduction_axes: tuple[int, ...], feature_axes: tuple[int, ...]) -> bool:
     """Return True when every axis from the first reduced one on is reduced or a feature axis."""
+    if not reduction_axes:
+        return False
     first = min(reduction_axes)
     return all(a in reduction_axes or a in feature_axes for a in range(first, m.ndim))
 
@@ -1200,9 +1205,13 @@ def _grouped_masked_moments(
 
     count = per_group(counts)
     safe = jnp.maximum(count, 1).astype(cdt)
-    mean = per_group(jnp.sum(jnp.where(mask, m, zero), axis=others)) / safe
-    centred = jnp.where(mask, m - jnp.expand_dims(per_channel(mean), others), zero)
-    m2 = per_group(jnp.sum(_abs2(centred), axis=others))
+    # the plain mean of the counted elements is a shift; the mean deviation from it corrects it, so
+    # a constant group's mean is its value exactly (and its output exactly zero)
+    shift = lax.stop_gradient(per_group(jnp.sum(jnp.where(mask, m, zero), axis=others)) / safe)
+    centred = jnp.where(mask, m - jnp.expand_dims(per_channel(shift), others), zero)
+    s1 = per_group(jnp.sum(centred, axis=others))
+    mean = shift + s1 / safe
+    m2 = jnp.maximum(per_group(jnp.sum(_abs2(centred), axis=others)) - _abs2(s1) / safe.real, 0)
     if axis_name is not None:
         parts = gather(jnp.stack([count.astype(cdt), mean, m2.astype(cdt)]), axis_name, axis_index_groups)
         count, mean, m2 = merge_along(parts[:, 0].real, parts[:, 1], parts[:, 2].real)
@@ -1316,9 +1325,12 @@ def layer_norm(
         One pass around a per-slice shift (accurate far from zero), or two.
         When each slice reduced is contiguous in memory (the reduction axes
         are trailing, or followed only by feature axes; no mask, no
-        ``axis_name``) two passes around the slice's first element are used
-        either way: the slice is still in cache for its second read, so it
-        costs no extra pass over memory and is at least as accurate.
+        ``axis_name``) two passes are used either way: the mean, then the
+        squared deviations from it. The slice is still in cache for its
+        second read, so that costs no extra pass over memory. Over the
+        trailing axes the mean is the plain one; otherwise it is the
+        slice's first element plus the mean deviation from it (exact for a
+        constant slice).
     axis_name : str or tuple of str, optional
         Combine the statistics across this mapped axis (``vmap``, ``pmap``,
         ``shard_map``), weighting each device by its number of valid elements.

@@ -15,6 +15,8 @@ from unitnorm import _units
 from unitnorm.io._recording import ReadFn, Recording, factor, pick_named
 from unitnorm.io._units_parse import _DEG_C
 
+FORMATS_HINT = 'pip install -e ".[formats]"'  # unitnorm is installed from a clone
+
 __all__ = ["from_mne", "read_fif", "to_mne"]
 
 # FIFF unit codes (mne.io.constants.FIFF.FIFF_UNIT_*) -> the SI unit MNE's get_data() returns.
@@ -113,7 +115,9 @@ def from_mne(raw: Any) -> Recording:
     try:
         import mne
     except ImportError as err:
-        raise ImportError("from_mne needs mne, which is not installed: pip install mne") from err
+        raise ImportError(
+            f"from_mne needs mne, which is not installed: {FORMATS_HINT} (or pip install mne)"
+        ) from err
     if not isinstance(raw, mne.io.BaseRaw):
         raise TypeError(f"from_mne expected an mne.io.Raw, got {type(raw).__name__}")
     units = channel_units(raw.info, "from_mne")
@@ -160,7 +164,9 @@ def read_fif(path: str | os.PathLike, channels: str | Sequence[str] | None = Non
     try:
         import mne
     except ImportError as err:
-        raise ImportError("read_fif needs mne, which is not installed: pip install mne") from err
+        raise ImportError(
+            f"read_fif needs mne, which is not installed: {FORMATS_HINT} (or pip install mne)"
+        ) from err
     path = os.fspath(path)
     try:
         with warnings.catch_warnings():
@@ -267,7 +273,9 @@ def to_mne(rec: Recording, *, verbose: Any = "error") -> Any:
     try:
         import mne
     except ImportError as err:
-        raise ImportError("to_mne needs mne, which is not installed: pip install mne") from err
+        raise ImportError(
+            f"to_mne needs mne, which is not installed: {FORMATS_HINT} (or pip install mne)"
+        ) from err
     if not isinstance(rec, Recording):
         raise TypeError(f"to_mne expected a unitnorm.io.Recording, got {type(rec).__name__}")
     names, units = rec.channel_names, rec.channel_units

@@ -12,6 +12,8 @@ import numpy as np
 from unitnorm.io._recording import ReadFn, Recording, pick_named, shorten
 from unitnorm.io._units_parse import parse_unit
 
+FORMATS_HINT = 'pip install -e ".[formats]"'  # unitnorm is installed from a clone
+
 __all__ = ["from_neo", "read_neo"]
 
 
@@ -47,7 +49,9 @@ def from_neo(signal: Any, label: str | None = None) -> Recording:
     try:
         import neo
     except ImportError as err:
-        raise ImportError("from_neo needs neo, which is not installed: pip install neo") from err
+        raise ImportError(
+            f"from_neo needs neo, which is not installed: {FORMATS_HINT} (or pip install neo)"
+        ) from err
     from neo.io.proxyobjects import AnalogSignalProxy
 
     who = label or "from_neo"
@@ -197,7 +201,9 @@ def read_neo(
     try:
         import neo  # noqa: F401  (say how to install it before trying)
     except ImportError as err:
-        raise ImportError("read_neo needs neo, which is not installed: pip install neo") from err
+        raise ImportError(
+            f"read_neo needs neo, which is not installed: {FORMATS_HINT} (or pip install neo)"
+        ) from err
     path = os.fspath(path)
     block, failures = None, []
     for io_class in neo_ios(path):
