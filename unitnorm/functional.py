@@ -28,6 +28,7 @@ from unitnorm import _units
 from unitnorm._moments import (  # noqa: F401 - re-exported: the layers and tests use these names here
     _abs2,
     _explicitly_sharded,
+    _finish,
     _first_along,
     _own_buffer,
     axis_size,
@@ -1215,14 +1216,8 @@ def _grouped_masked_moments(
     if axis_name is not None:
         parts = gather(jnp.stack([count.astype(cdt), mean, m2.astype(cdt)]), axis_name, axis_index_groups)
         count, mean, m2 = merge_along(parts[:, 0].real, parts[:, 1], parts[:, 2].real)
-    mean, var = _finish_grouped(mean, m2, count)
+    mean, var = _finish(mean, m2, count)  # a group with nothing counted: NaN, as in moments
     return per_channel(mean), per_channel(var)
-
-
-def _finish_grouped(mean: jax.Array, m2: jax.Array, count: jax.Array) -> tuple[jax.Array, jax.Array]:
-    empty = count == 0
-    var = jnp.maximum(m2 / jnp.maximum(count, 1).astype(m2.dtype), 0)
-    return jnp.where(empty, jnp.nan, mean), jnp.where(empty, jnp.nan, var)
 
 
 def _check_affine_shape(scale: Any, bias: Any, fshape: tuple[int, ...], who: str) -> None:

@@ -12,10 +12,8 @@ import brainunit as u
 import numpy as np
 
 from unitnorm import _units
-from unitnorm.io._recording import ReadFn, Recording, factor, pick_named
+from unitnorm.io._recording import ReadFn, Recording, factor, pick_named, require
 from unitnorm.io._units_parse import _DEG_C
-
-FORMATS_HINT = 'pip install -e ".[formats]"'  # unitnorm is installed from a clone
 
 __all__ = ["from_mne", "read_fif", "to_mne"]
 
@@ -112,12 +110,7 @@ def from_mne(raw: Any) -> Recording:
     ImportError
         When mne is not installed.
     """
-    try:
-        import mne
-    except ImportError as err:
-        raise ImportError(
-            f"from_mne needs mne, which is not installed: {FORMATS_HINT} (or pip install mne)"
-        ) from err
+    mne = require("mne", "from_mne")
     if not isinstance(raw, mne.io.BaseRaw):
         raise TypeError(f"from_mne expected an mne.io.Raw, got {type(raw).__name__}")
     units = channel_units(raw.info, "from_mne")
@@ -161,12 +154,7 @@ def read_fif(path: str | os.PathLike, channels: str | Sequence[str] | None = Non
     >>> read_fif(path)
     Recording(2 channels: Cz [V], Pz [V]; 100 samples at 100 Hz, 1 s)
     """
-    try:
-        import mne
-    except ImportError as err:
-        raise ImportError(
-            f"read_fif needs mne, which is not installed: {FORMATS_HINT} (or pip install mne)"
-        ) from err
+    mne = require("mne", "read_fif")
     path = os.fspath(path)
     try:
         with warnings.catch_warnings():
@@ -270,12 +258,7 @@ def to_mne(rec: Recording, *, verbose: Any = "error") -> Any:
     >>> from_mne(raw)
     Recording(2 channels: Cz [V], EOG1 [V]; 2 samples at 100 Hz, 0.02 s)
     """
-    try:
-        import mne
-    except ImportError as err:
-        raise ImportError(
-            f"to_mne needs mne, which is not installed: {FORMATS_HINT} (or pip install mne)"
-        ) from err
+    mne = require("mne", "to_mne")
     if not isinstance(rec, Recording):
         raise TypeError(f"to_mne expected a unitnorm.io.Recording, got {type(rec).__name__}")
     names, units = rec.channel_names, rec.channel_units

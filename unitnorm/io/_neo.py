@@ -9,10 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from unitnorm.io._recording import ReadFn, Recording, pick_named, shorten
+from unitnorm.io._recording import ReadFn, Recording, pick_named, require, shorten
 from unitnorm.io._units_parse import parse_unit
-
-FORMATS_HINT = 'pip install -e ".[formats]"'  # unitnorm is installed from a clone
 
 __all__ = ["from_neo", "read_neo"]
 
@@ -46,12 +44,7 @@ def from_neo(signal: Any, label: str | None = None) -> Recording:
     ImportError
         When neo is not installed.
     """
-    try:
-        import neo
-    except ImportError as err:
-        raise ImportError(
-            f"from_neo needs neo, which is not installed: {FORMATS_HINT} (or pip install neo)"
-        ) from err
+    neo = require("neo", "from_neo")
     from neo.io.proxyobjects import AnalogSignalProxy
 
     who = label or "from_neo"
@@ -198,12 +191,7 @@ def read_neo(
     >>> rec.read(0, 5).shape
     (5, 8)
     """
-    try:
-        import neo  # noqa: F401  (say how to install it before trying)
-    except ImportError as err:
-        raise ImportError(
-            f"read_neo needs neo, which is not installed: {FORMATS_HINT} (or pip install neo)"
-        ) from err
+    require("neo", "read_neo")  # say how to install it before trying
     path = os.fspath(path)
     block, failures = None, []
     for io_class in neo_ios(path):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
 from typing import Any, Protocol
 
 import brainunit as u
@@ -523,6 +525,17 @@ def shorten(text: str, limit: int) -> str:
     keep = max(limit - 5, 2)
     head = keep * 2 // 3
     return f"{text[:head]} ... {text[len(text) - (keep - head) :]}"
+
+
+def require(module: str, who: str) -> ModuleType:
+    """Import an optional reader's library, or say how to install it (the ``formats`` extra)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f"{who} needs {module}, which is not installed: "
+            f'pip install -e ".[formats]" (or pip install {module})'
+        ) from err
 
 
 def unknown_units_error(where: str, unknown: Sequence[tuple[str, str, Exception]]) -> ValueError:
