@@ -920,18 +920,23 @@ def goals(
                     f"fastest relative to unitnorm: {peer['impl']}{layout}",
                     (layer, f"{PEER_NAMES[peer['family']]}{layout} (fastest JAX peer)"),
                 )
+        # like for like: torch's GroupNorm takes (batch, channels, length), as unitnorm's channels-first row
         ours, torch_row = (
-            _row(rows, "group_norm", s, "unitnorm GroupNorm (array)"),
+            _row(rows, "group_norm", s, "unitnorm GroupNorm (array), channels first"),
             _fastest(rows, "group_norm", s, ("torch",)),
         )
         if ours and ours["median_s"] and torch_row:
+            last = _row(rows, "group_norm", s, "unitnorm GroupNorm (array)")
+            detail = torch_row["impl"] + ", channels first as its input"
+            if last and last["median_s"]:
+                detail += f"; unitnorm channels last {last['median_s'] / torch_row['median_s']:.2f}×"
             add(
                 "GroupNorm forward / torch",
                 s,
                 ours["median_s"] / torch_row["median_s"],
                 1.3,
-                torch_row["impl"],
-                ("GroupNorm", torch_row["impl"]),
+                detail,
+                ("GroupNorm", f"{torch_row['impl']}, channels first as its input"),
             )
         ours = _median(rows, "bn_train", s, "unitnorm layer (array)")
         flax_bn = _median(rows, "bn_train", s, "flax.nnx, split/merge + jax.jit")

@@ -101,6 +101,7 @@ def test_forward_goals_take_the_fastest_jax_peer_and_give_a_verdict():
         row("layer_norm", "torch (cpu)", "torch", 0.5, shape="medium"),  # not a JAX peer
         row("group_norm", "unitnorm GroupNorm (array)", "unitnorm", 2.6, shape="medium"),
         row("group_norm", "flax.nnx, split/merge + jax.jit", "flax", 2.0, shape="medium"),
+        row("group_norm", "unitnorm GroupNorm (array), channels first", "reference", 2.6, shape="medium"),
         row("group_norm", "torch (cpu)", "torch", 2.0, shape="medium"),
     ]
     goals = {g["goal"]: g for g in bench.goals(rows, ["medium"])}
@@ -111,6 +112,22 @@ def test_forward_goals_take_the_fastest_jax_peer_and_give_a_verdict():
     assert gn["verdict"].startswith("FAIL GroupNorm medium 1.30× flax.nnx")
     torch_goal = goals["GroupNorm forward / torch"]
     assert torch_goal["ratio"] == 1.3 and torch_goal["met"]  # the issue's goal: <= 1.3x torch
+
+
+def test_torch_goal_compares_on_torchs_own_layout():
+    """torch's GroupNorm takes (batch, channels, length): it is held against unitnorm's channels-first
+    row, and the channels-last ratio is reported beside it."""
+    rows = [
+        row("group_norm", "unitnorm GroupNorm (array)", "unitnorm", 4.0, shape="large"),
+        row("group_norm", "unitnorm GroupNorm (array), channels first", "reference", 1.2, shape="large"),
+        row("group_norm", "torch (cpu)", "torch", 1.0, shape="large"),
+    ]
+    torch_goal = {g["goal"]: g for g in bench.goals(rows, ["large"])}["GroupNorm forward / torch"]
+    assert math.isclose(torch_goal["ratio"], 1.2) and torch_goal["met"]
+    assert torch_goal["verdict"] == (
+        "PASS GroupNorm large 1.20× torch (cpu), channels first as its input (goal ≤ 1.3)"
+    )
+    assert torch_goal["detail"].endswith("unitnorm channels last 4.00×")
 
 
 def test_forward_goal_compares_equinox_on_its_own_layout():

@@ -1033,6 +1033,66 @@ def sample_norm_mantissa(
     ``rms=True`` divides by the root mean square instead of subtracting the
     mean and dividing by the standard deviation.
     """
+    if (
+        groups is not None
+        and mask is None
+        and axis_name is None
+        and not rms
+        and _channels_last_groups_fit(m, reduction_axes, groups)
+    ):
+        # channels-last GroupNorm on CPU: one fused pass (see _channels_last_group_norm); data with
+        # a non-finite value take the path below, which keeps a NaN inside its own group
+        others = reduction_axes[:-1]
+        return lax.cond(
+            _all_finite(lax.stop_gradient(m)),
+            partial(_channels_last_group_norm, others=others, num_groups=groups[1], out_dtype=out_dtype),
+            partial(
+                _general_sample_norm,
+                reduction_axes=reduction_axes,
+                feature_axes=feature_axes,
+                groups=groups,
+                use_fast_variance=use_fast_variance,
+                out_dtype=out_dtype,
+            ),
+            m,
+            scale,
+            bias,
+            epsilon,
+        )
+    return _general_sample_norm(
+        m,
+        scale,
+        bias,
+        epsilon,
+        mask=mask,
+        reduction_axes=reduction_axes,
+        feature_axes=feature_axes,
+        groups=groups,
+        rms=rms,
+        use_fast_variance=use_fast_variance,
+        axis_name=axis_name,
+        axis_index_groups=axis_index_groups,
+        out_dtype=out_dtype,
+    )
+
+
+def _general_sample_norm(
+    m: jax.Array,
+    scale: Any,
+    bias: Any,
+    epsilon: Any,
+    *,
+    mask: Any = None,
+    reduction_axes: tuple[int, ...],
+    feature_axes: tuple[int, ...],
+    groups: tuple[int, int] | None = None,
+    rms: bool = False,
+    use_fast_variance: bool = True,
+    axis_name: Any = None,
+    axis_index_groups: Any = None,
+    out_dtype: Any,
+) -> jax.Array:
+    """:func:`sample_norm_mantissa` for every layout (traced inside it)."""
     shape = m.shape
     grouped_fast = mask is not None or (use_fast_variance and not _explicitly_sharded(m, reduction_axes))
     if groups is not None and grouped_fast and not rms:
@@ -1083,6 +1143,80 @@ def sample_norm_mantissa(
         )
     y = normalize_mantissa(m, mean, var, scale, bias, epsilon, reduction_axes, feature_axes, out_dtype)
     return y.reshape(shape)
+
+
+# Channels-last GroupNorm: XLA on CPU fuses the per-channel sums, their sum within each group taken
+# as a product with a block matrix of ones, and the output into one loop over each sample (still in
+# cache when it is read again): 62 -> 19 ms at (256, 1000, 64) with 8 groups, where the same
+# statistics through a reshape take four passes. The product adds 0 x (another group's sum), so a
+# non-finite value would reach every group of its sample: such data take the general path instead.
+_BLOCK_DOT_MAX_CHANNELS = 512
+
+
+def _channels_last_groups_fit(m: jax.Array, reduction_axes: tuple[int, ...], groups: tuple[int, int]) -> bool:
+    """Return True where :func:`_channels_last_group_norm` applies and is the faster program."""
+    channel, num_groups = groups
+    channels = m.shape[channel]
+    others = reduction_axes[:-1]
+    return (
+        jax.default_backend() == "cpu"
+        and m.dtype == jnp.float32
+        and channel == m.ndim - 1
+        and reduction_axes[-1] == channel
+        and bool(others)
+        and num_groups > 1
+        and channels <= _BLOCK_DOT_MAX_CHANNELS
+        # the block products cost no more than one multiply-add per element of the input
+        and channels <= math.prod(m.shape[a] for a in others)
+        and not _explicitly_sharded(m, reduction_axes)
+    )
+
+
+@jax.custom_batching.custom_vmap
+def _all_finite(m: jax.Array) -> jax.Array:
+    """Return whether every element of ``m`` is finite (a sum per channel, then a test: one cheap pass).
+
+    A sum that overflows counts as non-finite, which only sends the data down the general path.
+    Under ``vmap`` the answer covers the whole batch, so the ``lax.cond`` it drives stays a branch
+    rather than becoming a select that computes both sides.
+    """
+    return jnp.all(jnp.isfinite(jnp.sum(m, axis=tuple(range(m.ndim - 1)))))
+
+
+@_all_finite.def_vmap
+def _all_finite_vmap(axis_size: int, in_batched: list[bool], m: jax.Array) -> tuple[jax.Array, bool]:
+    del axis_size, in_batched
+    return _all_finite(m), False
+
+
+def _channels_last_group_norm(
+    m: jax.Array,
+    scale: Any,
+    bias: Any,
+    epsilon: Any,
+    *,
+    others: tuple[int, ...],
+    num_groups: int,
+    out_dtype: Any,
+) -> jax.Array:
+    """GroupNorm of finite float32 data whose channel axis is last, in one fused pass.
+
+    Per channel, the sum of the deviations from the group's first element (a shift, as in
+    :func:`moments`: a constant group has the exact mean and output 0); summed within each group by
+    a product with the block matrix of ones; then the squared deviations from that mean, the same
+    way (two passes' accuracy); then the output.
+    """
+    channels = m.shape[-1]
+    size = channels // num_groups
+    count = size * math.prod(m.shape[a] for a in others)
+    group_of = lax.broadcasted_iota(jnp.int32, (channels,), 0) // size
+    blocks = (group_of[:, None] == group_of[None, :]).astype(m.dtype)
+    first = jnp.squeeze(_first_along(m, others), others)[..., ::size]
+    shift = lax.stop_gradient(jnp.repeat(first, size, axis=-1))
+    s1 = jnp.sum(m - jnp.expand_dims(shift, others), axis=others) @ blocks
+    mean = shift + s1 / count
+    s2 = jnp.sum(_abs2(m + (-jnp.expand_dims(mean, others))), axis=others) @ blocks
+    return normalize_mantissa(m, mean, s2 / count, scale, bias, epsilon, others, (m.ndim - 1,), out_dtype)
 
 
 def _contiguous_slabs(m: jax.Array, reduction_axes: tuple[int, ...], feature_axes: tuple[int, ...]) -> bool:
