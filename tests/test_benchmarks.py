@@ -145,3 +145,27 @@ def test_forward_goal_compares_equinox_on_its_own_layout():
     rows[1]["median_s"] = 1.5  # now unitnorm on equinox's layout is the worst case
     gn = {g["goal"]: g for g in bench.goals(rows, ["medium"])}["GroupNorm forward / fastest JAX peer"]
     assert gn["ratio"] == 1.5 and "equinox, channels first as its input" in gn["verdict"]
+
+
+def test_quantity_goal_takes_the_paired_measurement_when_there_is_one():
+    rows = [
+        row("bn_train", "unitnorm functional (array)", "unitnorm", 2.0, flops=1.0, bytes_accessed=8.0),
+        row("bn_train", "unitnorm functional (Quantity)", "unitnorm", 2.2, flops=1.0, bytes_accessed=8.0),
+    ]
+    name = "units free under jit (functional): Quantity / array"
+    table = {g["goal"]: g for g in bench.goals(rows, ["small"])}[name]
+    assert math.isclose(table["ratio"], 1.1) and not table["met"]
+    paired = {"small": {"ratio": 1.01, "rounds": 60}}
+    goal = {g["goal"]: g for g in bench.goals(rows, ["small"], paired=paired)}[name]
+    assert goal["ratio"] == 1.01 and goal["met"]
+    assert "paired A/B over 60 rounds (table rows: 1.10)" in goal["detail"]
+    assert goal["verdict"].startswith("PASS Quantity overhead, functional batch_norm (jit) small 1.01×")
+
+
+def test_a_sample_averages_enough_calls(monkeypatch):
+    ticks = iter(range(1000))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks) * 1e-3)  # every call: 1 ms
+    case = bench.Case("c", "unitnorm", lambda: None, sync=lambda _: None)
+    bench.time_cases([case], "small", quick=False)
+    assert case.calls == int(bench.MIN_SAMPLE_S / 1e-3)
+    assert all(math.isclose(s, 1e-3) for s in case.samples) and len(case.samples) >= 3

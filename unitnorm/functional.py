@@ -1243,9 +1243,13 @@ def _slab_moments(m: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.A
     else:
         shift = lax.stop_gradient(_first_along(m, axes))
         mean = jnp.squeeze(shift, axes) + jnp.sum(m - shift, axis=axes) / count
-    # `m + (-mean)`: bit-identical to the output pass's `m - mean`, kept apart so that XLA fuses
-    # each into its own consumer rather than sharing one full-size difference
-    var = jnp.sum(_abs2(m + (-jnp.expand_dims(mean, axes))), axis=axes) / count
+    mean_b = jnp.expand_dims(mean, axes)
+    # Over the last axis alone XLA fuses everything into one pass over each row, and the output's
+    # `m - mean` is shared (one full-size operation less: LayerNorm 19.9 -> 18.9 ms at (256, 1000,
+    # 64) here). Otherwise `m + (-mean)`, bit-identical, keeps the two apart so that XLA fuses each
+    # into its own consumer rather than writing one full-size difference (3.0x the byte floor).
+    centred = m - mean_b if axes == (m.ndim - 1,) else m + (-mean_b)
+    var = jnp.sum(_abs2(centred), axis=axes) / count
     return mean, var
 
 
