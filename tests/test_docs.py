@@ -629,3 +629,21 @@ def test_bundled_inventories_are_current_and_list_the_targets_the_docs_use():
     )
     assert "jax.Array" in inv.data["py:class"] and "jax.jit" in inv.data["py:function"]
     assert inv.data["py:class"]["jax.Array"].uri.startswith("https://docs.jax.dev/en/latest/_autosummary/")
+
+
+def test_benchmark_summary_holds_torch_against_the_channels_first_row():
+    """torch's GroupNorm takes (channels, length) samples, as equinox's: like for like."""
+    perf = _ext_module("unitnorm_perf")
+    rows = [
+        {"group": "group_norm", "shape_name": "large", "impl": i, "family": f, "median_s": m}
+        for i, f, m in [
+            ("unitnorm GroupNorm (Quantity)", "unitnorm", 4.0),
+            ("unitnorm GroupNorm (array), channels first", "reference", 1.2),
+            ("torch (cpu)", "torch", 1.0),
+            ("flax.nnx, jax.jit", "flax", 5.0),
+        ]
+    ]
+    for r in rows:
+        r["ratio_to_fastest_peer"] = r["median_s"] / 1.0
+    (gn,) = perf.summary({"results": rows})
+    assert gn["ratio"] == pytest.approx(1.2) and gn["peer"] == "torch (cpu) (channels first, as its input)"

@@ -42,6 +42,7 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 PEERS = ("flax", "brainstate", "equinox", "torch")
+CHANNELS_FIRST_PEERS = ("equinox", "torch")  # their GroupNorm/InstanceNorm take (channels, length)
 SHAPE_ORDER = ("tiny", "small", "medium", "large")
 # which unitnorm row stands for unitnorm in a case: the layer with Quantities (the
 # path users take), else the layer with arrays, else the first unitnorm row
@@ -113,9 +114,9 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
             pick = next((r for pat in PREFERRED for r in ours if pat.search(str(r["impl"]))), ours[0])
             best = min(peers, key=lambda r: r["median_s"])
             ratio, peer_name = _num(pick["ratio_to_fastest_peer"]), str(best["impl"])
-            # like for like, as benchmarks/run.py's verdicts: equinox takes (channels, length) samples,
-            # so it is held against unitnorm's channels-first row where the case has one; the ratio
-            # shown is the worst over the peers
+            # like for like, as benchmarks/run.py's verdicts: equinox and torch take (channels, length)
+            # samples, so they are held against unitnorm's channels-first row where the case has one;
+            # the ratio shown is the worst over the peers
             first = next(
                 (r for r in case if str(r["impl"]).endswith("channels first") and _num(r.get("median_s"))),
                 None,
@@ -127,7 +128,7 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
                     if not theirs:
                         continue
                     peer = min(theirs, key=lambda r: r["median_s"])
-                    mine = first if family == "equinox" and first is not None else pick
+                    mine = first if family in CHANNELS_FIRST_PEERS and first is not None else pick
                     r_ = mine["median_s"] / peer["median_s"]
                     if ratio is None or r_ > ratio:
                         ratio = r_
