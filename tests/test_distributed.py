@@ -248,6 +248,27 @@ def test_sample_norms_with_an_explicitly_sharded_time_axis(norm):
     assert_close_f32(y, truth, bound)
 
 
+@child_only
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+def test_channels_last_group_norm_with_a_sharded_batch(axis_type):
+    """The batch axis spread over 4 devices: the fused channels-last GroupNorm and its finiteness
+    test (a reduction across devices) give every sample its float64 truth, and a NaN stays in its
+    own group of its own sample."""
+    m = mesh(axis_type)
+    x = np.random.default_rng(10).normal(-65.0, 3.0, (N_DEV * 2, 64, 8)).astype(np.float32)
+    f = jax.jit(lambda v: F.group_norm(v, num_groups=4))
+    assert F._channels_last_groups_fit(jnp.asarray(x), (1, 2), (2, 4))
+    y = f(jax.device_put(x, NamedSharding(m, P("b", None, None))))
+    bound = f32_bound(x.reshape(N_DEV * 2, 64, 4, 2), (1, 3), eps=1e-6)
+    assert_close_f32(y, group_norm64(x, 4, eps=1e-6), bound)
+    x[5, 3, 2] = np.nan  # sample 5 (device 2), group 1
+    y = np.asarray(f(jax.device_put(x, NamedSharding(m, P("b", None, None)))))
+    nan = np.isnan(y).any(axis=1).reshape(N_DEV * 2, 4, 2).any(axis=-1)
+    expected = np.zeros_like(nan)
+    expected[5, 1] = True
+    np.testing.assert_array_equal(nan, expected)
+
+
 def assert_equal_within_groups(mean, var, x, mask):
     """Every device of each group in GROUPS holds its group's full-batch statistics."""
     for group in GROUPS:

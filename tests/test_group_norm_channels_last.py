@@ -177,3 +177,29 @@ def test_the_fused_program_reads_x_once_and_the_finiteness_test_once_more():
     probe = _bytes_over_floor(F._all_finite, x)
     assert fused <= 1.15, f"fused channels-last GroupNorm: {fused:.2f}x the floor"
     assert probe <= 0.55, f"finiteness test: {probe:.2f}x the floor"
+
+
+def test_forward_mode_remat_and_scan_take_the_fused_program_too():
+    """jvp, jax.checkpoint and lax.scan over time steps trace through the finiteness test and the
+    branch: each equals the general program's answer in float64."""
+    x = _data((3, 40, 8), spread=2.0).astype(np.float64)
+    t = np.random.default_rng(2).normal(size=x.shape)
+    with jax.enable_x64(True):
+        xj, tj = jnp.asarray(x), jnp.asarray(t)
+        _, fused_t = jax.jvp(_fused, (xj,), (tj,))
+        _, general_t = jax.jvp(_general, (xj,), (tj,))
+        np.testing.assert_allclose(np.asarray(fused_t), np.asarray(general_t), rtol=1e-9, atol=1e-9)
+    # float32 through the public function: remat and scan give the eager call's result
+    x32 = jnp.asarray(x, jnp.float32)
+    direct = np.asarray(F.group_norm(x32, num_groups=2))
+    remat = np.asarray(jax.jit(jax.checkpoint(lambda v: F.group_norm(v, num_groups=2)))(x32))
+    np.testing.assert_array_equal(remat, direct)
+    steps = jnp.stack([x32, x32 * 2.0])
+
+    def body(carry, v):
+        return carry, F.group_norm(v, num_groups=2)
+
+    _, scanned = jax.lax.scan(body, 0.0, steps)
+    np.testing.assert_array_equal(np.asarray(scanned[0]), direct)
+    grad = jax.grad(lambda v: jnp.sum(jax.checkpoint(lambda w: F.group_norm(w, num_groups=2))(v) ** 3))(x32)
+    assert np.isfinite(np.asarray(grad)).all()
