@@ -1041,19 +1041,24 @@ def sample_norm_mantissa(
         and _channels_last_groups_fit(m, reduction_axes, groups)
     ):
         # channels-last GroupNorm on CPU: one fused pass (see _channels_last_group_norm); data with
-        # a non-finite value take the path below, which keeps a NaN inside its own group
-        others = reduction_axes[:-1]
+        # a non-finite value, or large enough for a sum of squares to overflow, take the general
+        # program, which keeps a NaN inside its own group; derivatives are always the general
+        # program's (see _with_derivative_of)
+        general = partial(
+            _general_sample_norm,
+            reduction_axes=reduction_axes,
+            feature_axes=feature_axes,
+            groups=groups,
+            use_fast_variance=use_fast_variance,
+            out_dtype=out_dtype,
+        )
+        fused = partial(
+            _channels_last_group_norm, others=reduction_axes[:-1], num_groups=groups[1], out_dtype=out_dtype
+        )
         return lax.cond(
-            _all_finite(lax.stop_gradient(m)),
-            partial(_channels_last_group_norm, others=others, num_groups=groups[1], out_dtype=out_dtype),
-            partial(
-                _general_sample_norm,
-                reduction_axes=reduction_axes,
-                feature_axes=feature_axes,
-                groups=groups,
-                use_fast_variance=use_fast_variance,
-                out_dtype=out_dtype,
-            ),
+            _sums_of_squares_fit(lax.stop_gradient(m)),
+            _with_derivative_of(fused, general),
+            general,
             m,
             scale,
             bias,
@@ -1147,10 +1152,11 @@ def _general_sample_norm(
 
 # Channels-last GroupNorm: XLA on CPU fuses the per-channel sums, their sum within each group taken
 # as a product with a block matrix of ones, and the output into one loop over each sample (still in
-# cache when it is read again): 62 -> 22 ms at (256, 1000, 64) with 8 groups, the finiteness test
+# cache when it is read again): 62 -> 22 ms at (256, 1000, 64) with 8 groups, the input test
 # included, where the same statistics through a reshape take four passes. The product adds
-# 0 x (another group's sum), so a non-finite value would reach every group of its sample: such
-# data take the general path instead.
+# 0 x (another group's sum), so a non-finite sum would reach every group of its sample: such data
+# take the general program instead, and so does every derivative (a NaN cotangent of one group's
+# statistics would cross the same product backwards).
 _BLOCK_DOT_MAX_CHANNELS = 512
 
 
@@ -1160,7 +1166,8 @@ def _channels_last_groups_fit(m: jax.Array, reduction_axes: tuple[int, ...], gro
     channels = m.shape[channel]
     others = reduction_axes[:-1]
     return (
-        jax.default_backend() == "cpu"
+        all(isinstance(d, int) for d in m.shape)  # not a symbolic shape (jax.export)
+        and jax.default_backend() == "cpu"
         and m.dtype == jnp.float32
         and channel == m.ndim - 1
         and reduction_axes[-1] == channel
@@ -1174,20 +1181,44 @@ def _channels_last_groups_fit(m: jax.Array, reduction_axes: tuple[int, ...], gro
 
 
 @jax.custom_batching.custom_vmap
-def _all_finite(m: jax.Array) -> jax.Array:
-    """Return whether every element of ``m`` is finite (a sum per channel, then a test: one cheap pass).
+def _sums_of_squares_fit(m: jax.Array) -> jax.Array:
+    """Return whether every channel's sum of squares is at most ``max / (8 * channels)`` (one cheap pass).
 
-    A sum that overflows counts as non-finite, which only sends the data down the general path.
-    Under ``vmap`` the answer covers the whole batch, so the ``lax.cond`` it drives stays a branch
-    rather than becoming a select that computes both sides.
+    The channel axis is last; the sum runs over all the others. False for any NaN or infinity.
+    Then no sum of the fused program can overflow: a group's squared deviations from its mean
+    sum to at most its sum of squares, and each channel's to at most four times its own bound.
+    Under ``vmap`` the answer covers the whole batch (a stricter test: the sums run over it too),
+    so the ``lax.cond`` it drives stays a branch rather than becoming a select that computes
+    both sides.
     """
-    return jnp.all(jnp.isfinite(jnp.sum(m, axis=tuple(range(m.ndim - 1)))))
+    bound = jnp.finfo(m.dtype).max / (8 * m.shape[-1])
+    return jnp.all(jnp.sum(m * m, axis=tuple(range(m.ndim - 1))) <= bound)
 
 
-@_all_finite.def_vmap
-def _all_finite_vmap(axis_size: int, in_batched: list[bool], m: jax.Array) -> tuple[jax.Array, bool]:
+@_sums_of_squares_fit.def_vmap
+def _sums_of_squares_fit_vmap(axis_size: int, in_batched: list[bool], m: jax.Array) -> tuple[jax.Array, bool]:
     del axis_size, in_batched
-    return _all_finite(m), False
+    return _sums_of_squares_fit(m), False
+
+
+def _with_derivative_of(fast: Any, reference: Any) -> Any:
+    """``fast``'s values with ``reference``'s derivatives (both take the same arguments).
+
+    For the fused GroupNorm: its transpose would send a NaN or infinite cotangent of one group's
+    statistics (a constant group with ``epsilon=0``) through the block product into every group.
+    Under differentiation the reference's statistics are computed too; its output pass is not.
+    """
+
+    @jax.custom_jvp
+    def f(*args: Any) -> Any:
+        return fast(*args)
+
+    @f.defjvp
+    def f_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+        _, out_tangent = jax.jvp(reference, primals, tangents)
+        return fast(*primals), out_tangent
+
+    return f
 
 
 def _channels_last_group_norm(
@@ -1746,10 +1777,12 @@ def group_norm(
     of the deviations from each group's first element, added within each
     group, then the squared deviations from the mean, then the output (two
     passes' accuracy; ``use_fast_variance`` does not change it). A test of
-    the whole input for non-finite values chooses it; input holding NaN or
-    infinity takes the general program, which keeps them inside their own
-    group. Both give the same values up to float32 rounding; under ``vmap``
-    one example's NaN sends the whole batch down the general program.
+    the whole input chooses it; input holding NaN or infinity, or values
+    large enough (about 1e17) for a sum of squares to overflow, takes the
+    general program, which keeps them inside their own group. Both give the
+    same values up to float32 rounding; derivatives are always the general
+    program's; under ``vmap`` one example's NaN sends the whole batch down
+    the general program.
 
     Examples
     --------
