@@ -68,7 +68,7 @@ CASES = [
     # the weight's slices along out_axis are reduced over the leading axes: two reductions and the
     # output pass, as brainstate's (2.0x)
     ("weight_standardization", lambda x: F.weight_standardization(x), 2.15),
-    # channels last on CPU: a input test (0.5x) chooses between the fused program (1.0x at batch
+    # channels last on CPU: an input test (0.5x) chooses between the fused program (1.0x at batch
     # >= 64, tests/test_group_norm_channels_last.py) and the general one (2.0x); XLA's cost of the
     # conditional is that of its costlier branch, so the whole program counts 0.5 + 2.0 here
     ("group_norm", lambda x: F.group_norm(x, num_groups=8, scale=SCALE, bias=BIAS), 2.65),
