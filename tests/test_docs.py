@@ -164,11 +164,7 @@ def test_every_public_module_has_pages_with_examples(dummy_build):
 
 def test_every_documented_object_is_in_a_group_of_the_api_index():
     """The grouped index (docs/_ext/unitnorm_docs.API_GROUPS) sorts every documented name."""
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        ext = importlib.import_module("unitnorm_docs")
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
+    ext = _ext_module("unitnorm_docs")
     documented = ext.documented_objects(ext.public_modules())
     grouped = [n for _, _, names in ext.API_GROUPS for n in names]
     assert len(grouped) == len(set(grouped)), "a name is listed in two groups"
@@ -220,11 +216,7 @@ def test_epsilon_example_shows_the_pitfall():
 
 def test_optional_pages_enter_the_toctree_only_once_written(tmp_path):
     """``training`` and ``performance`` are other issues' pages: listed when present, dropped when not."""
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        ext = importlib.import_module("unitnorm_docs")
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
+    ext = _ext_module("unitnorm_docs")
     index = (DOCS / "index.rst").read_text()
     assert re.search(r"^   training$", index, re.M) and re.search(r"^   performance$", index, re.M)
     app = types.SimpleNamespace(srcdir=str(tmp_path))
@@ -405,13 +397,8 @@ def test_built_api_pages_one_per_object_with_source_links(built_site):
         assert f">{title}<" in api_index, f"the API index has no section {title!r}"
     assert ">Other<" not in api_index
     linked = _links(api_index)
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        documented = importlib.import_module("unitnorm_docs").documented_objects(
-            importlib.import_module("unitnorm_docs").public_modules()
-        )
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
+    ext = _ext_module("unitnorm_docs")
+    documented = ext.documented_objects(ext.public_modules())
     for name in documented:
         assert (site / "api" / "generated" / f"{name}.html").is_file(), f"no page for {name}"
         assert f"generated/{name}.html" in linked, f"the API index does not link {name}"
@@ -523,12 +510,13 @@ def test_cli_page_documents_every_subcommand_option_and_exit_status():
 # the performance page's data, the bundled inventories
 
 
-def _ext_module(name: str):
-    sys.path.insert(0, str(DOCS / "_ext"))
+def _ext_module(name: str, folder: str = "_ext"):
+    """Import ``name`` from ``docs/<folder>`` (the docs' own Python, not an installed package)."""
+    sys.path.insert(0, str(DOCS / folder))
     try:
         return importlib.import_module(name)
     finally:
-        sys.path.remove(str(DOCS / "_ext"))
+        sys.path.remove(str(DOCS / folder))
 
 
 def _bench_rows() -> list[dict]:
@@ -612,11 +600,7 @@ def test_committed_benchmark_json_is_readable_and_names_no_local_path():
 
 
 def test_bundled_inventories_are_current_and_list_the_targets_the_docs_use():
-    sys.path.insert(0, str(DOCS / "_intersphinx"))
-    try:
-        make = importlib.import_module("make_inventories")
-    finally:
-        sys.path.remove(str(DOCS / "_intersphinx"))
+    make = _ext_module("make_inventories", "_intersphinx")
     from sphinx.util.inventory import InventoryFile
 
     for key, (project, version, entries) in make.PROJECTS.items():
