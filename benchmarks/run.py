@@ -691,6 +691,11 @@ MIN_SAMPLE_S = 0.005
 MAX_CALLS_PER_SAMPLE = 50
 
 
+def _calls_per_sample(one_call_s: float) -> int:
+    """How many calls of this duration a sample averages to last ``MIN_SAMPLE_S``."""
+    return max(1, min(MAX_CALLS_PER_SAMPLE, int(MIN_SAMPLE_S / max(one_call_s, 1e-9))))
+
+
 def _sample(case: Case) -> float:
     return sum(_one_call(case) for _ in range(case.calls)) / case.calls
 
@@ -706,9 +711,7 @@ def time_cases(cases: list[Case], shape_name: str, quick: bool) -> list[Case]:
         try:
             _one_call(case)  # compiles
             once = _one_call(case)
-            case.calls = (
-                1 if quick else max(1, min(MAX_CALLS_PER_SAMPLE, int(MIN_SAMPLE_S / max(once, 1e-9))))
-            )
+            case.calls = 1 if quick else _calls_per_sample(once)
             per_call += once * case.calls
             alive.append(case)
         except Exception as err:  # noqa: BLE001 - a peer's failure must not stop the run
@@ -851,7 +854,7 @@ def paired_quantity_ratio(d: Data, quick: bool) -> dict[str, float]:
     quantity = Case("Quantity", "unitnorm", lambda: fn(d.xq, zq, oq, o, z))
     for case in (array, quantity):
         _one_call(case)  # compiles
-        case.calls = max(1, min(MAX_CALLS_PER_SAMPLE, int(MIN_SAMPLE_S / max(_one_call(case), 1e-9))))
+        case.calls = _calls_per_sample(_one_call(case))
     ratios = []
     for r in range(5 if quick else 60):
         pair = (array, quantity) if r % 2 == 0 else (quantity, array)
