@@ -1033,6 +1033,18 @@ def sample_norm_mantissa(
     ``rms=True`` divides by the root mean square instead of subtracting the
     mean and dividing by the standard deviation.
     """
+    general = partial(
+        _general_sample_norm,
+        mask=mask,
+        reduction_axes=reduction_axes,
+        feature_axes=feature_axes,
+        groups=groups,
+        rms=rms,
+        use_fast_variance=use_fast_variance,
+        axis_name=axis_name,
+        axis_index_groups=axis_index_groups,
+        out_dtype=out_dtype,
+    )
     if (
         groups is not None
         and mask is None
@@ -1044,14 +1056,6 @@ def sample_norm_mantissa(
         # a non-finite value, or large enough for a sum of squares to overflow, take the general
         # program, which keeps a NaN inside its own group; derivatives are always the general
         # program's (see _with_derivative_of)
-        general = partial(
-            _general_sample_norm,
-            reduction_axes=reduction_axes,
-            feature_axes=feature_axes,
-            groups=groups,
-            use_fast_variance=use_fast_variance,
-            out_dtype=out_dtype,
-        )
         fused = partial(
             _channels_last_group_norm, others=reduction_axes[:-1], num_groups=groups[1], out_dtype=out_dtype
         )
@@ -1064,21 +1068,7 @@ def sample_norm_mantissa(
             bias,
             epsilon,
         )
-    return _general_sample_norm(
-        m,
-        scale,
-        bias,
-        epsilon,
-        mask=mask,
-        reduction_axes=reduction_axes,
-        feature_axes=feature_axes,
-        groups=groups,
-        rms=rms,
-        use_fast_variance=use_fast_variance,
-        axis_name=axis_name,
-        axis_index_groups=axis_index_groups,
-        out_dtype=out_dtype,
-    )
+    return general(m, scale, bias, epsilon)
 
 
 def _general_sample_norm(
