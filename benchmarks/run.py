@@ -61,6 +61,7 @@ GROUPS = {
     "bn_renorm": "BatchRenorm1d, training forward (jit); flax.nnx BatchNorm as the peer (no renorm there)",
     "spectral_norm": "SpectralNorm of a (C, C) dense kernel, 1 power step, then x @ W + b (jit)",
     "weight_norm": "WeightNorm of a (C, C) dense kernel, then x @ W + b (jit)",
+    "reductions": "one sum over the batch axes per channel (jit): what XLA charges for a step before it",
 }
 PEERS = ("flax", "brainstate", "equinox", "torch")
 JAX_PEERS = ("flax", "brainstate", "equinox")
@@ -78,6 +79,12 @@ EPS = 1e-5
 FLOOR_READ = "floor part: read x once (a sum)"
 FLOOR_IN_PLACE = "floor part: read x, write it in place (x * 2, donated)"
 FLOOR = "in-place floor: read x twice, write once (the two parts)"
+# BatchNorm's training forward with the fewest steps before a reduction that still centres the data:
+# one plain sum and one sum of squared deviations from the first row (less accurate than unitnorm's,
+# whose two sums are both centred: the mean comes from the plain sum)
+BN_BOUND = "jnp bound for centred statistics: a plain sum, one centred sum of squares"
+SUM_PLAIN, SUM_SQUARES = "sum(x)", "sum(x * x)"
+SUM_SHIFTED, SUM_SHIFTED_SQUARES = "sum(x - x[0])", "sum((x - x[0]) ** 2)"
 GRAD_DONATED = "unitnorm layer (array), cotangent donated"
 NUM_GROUPS = 8
 # seconds of timed rounds per group, and the most rounds, by shape
@@ -305,6 +312,29 @@ def _bn_one_pass(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
     return y, 0.99 * rm + 0.01 * mean, 0.99 * rv + 0.01 * var
 
 
+def _bn_bound(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
+    n = x.shape[0] * x.shape[1]
+    shift = jax.lax.stop_gradient(x[0, 0])
+    mean = jnp.sum(x, axis=(0, 1)) / n
+    var = jnp.maximum(jnp.sum(jnp.square(x - shift), axis=(0, 1)) / n - jnp.square(mean - shift), 0)
+    y = (x - mean) * (jax.lax.rsqrt(var + EPS) * s) + b
+    return y, 0.99 * rm + 0.01 * mean, 0.99 * rv + 0.01 * var
+
+
+def _reduction_cases(x: Any) -> list[Case]:
+    """One sum over the batch axes, of ``x`` and of one or two elementwise steps on it."""
+    sums = {
+        SUM_PLAIN: lambda x, f: jnp.sum(x, axis=(0, 1)),
+        SUM_SQUARES: lambda x, f: jnp.sum(x * x, axis=(0, 1)),
+        "sum(x + 1)": lambda x, f: jnp.sum(x + 1.0, axis=(0, 1)),
+        SUM_SHIFTED: lambda x, f: jnp.sum(x - f, axis=(0, 1)),
+        SUM_SHIFTED_SQUARES: lambda x, f: jnp.sum(jnp.square(x - f), axis=(0, 1)),
+    }
+    # the shift is an argument, as in a norm's program (a constant would be folded differently)
+    first = x[0, 0]
+    return [_jit_case(name, "reference", jax.jit(fn), x, first) for name, fn in sums.items()]
+
+
 def reference_cases(group: str, d: Data) -> list[Case]:
     C = d.channels
     z, o = jnp.zeros(C), jnp.ones(C)
@@ -313,7 +343,10 @@ def reference_cases(group: str, d: Data) -> list[Case]:
         return [
             _jit_case("jnp reference, two-pass", "reference", jax.jit(_bn_two_pass), x, z, o, o, z),
             _jit_case("jnp reference, one-pass shifted", "reference", jax.jit(_bn_one_pass), x, z, o, o, z),
+            _jit_case(BN_BOUND, "reference", jax.jit(_bn_bound), x, z, o, o, z),
         ]
+    if group == "reductions":
+        return _reduction_cases(x)
     if group == "bn_eval":
         fn = jax.jit(lambda x, rm, rv, s, b: (x - rm) * (jax.lax.rsqrt(rv + EPS) * s) + b)
         return [_jit_case("jnp reference", "reference", fn, x, z, o, o, z)]
@@ -588,7 +621,7 @@ def equinox_cases(group: str, d: Data) -> list[Case]:
 def torch_cases(group: str, d: Data) -> list[Case]:
     import torch
 
-    if group in ("bn_donated",):
+    if group in ("bn_donated", "reductions"):
         return []
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     label = f"torch ({dev})"
@@ -1007,6 +1040,19 @@ def goals(
                 "flax.nnx use_fast_variance=True",
                 ("BatchNorm training forward", "flax.nnx"),
             )
+        bound = _median(rows, "bn_train", s, BN_BOUND)
+        if bound and flax_bn:
+            add(
+                "centred BatchNorm with the fewest steps (jnp) / flax.nnx",
+                s,
+                bound / flax_bn,
+                math.inf,
+                "a plain sum and one centred sum of squares: the least any centred formula adds",
+            )
+        for centred, plain in ((SUM_SHIFTED, SUM_PLAIN), (SUM_SHIFTED_SQUARES, SUM_SQUARES)):
+            a, b = _median(rows, "reductions", s, centred), _median(rows, "reductions", s, plain)
+            if a and b:
+                add(f"{centred} / {plain}", s, a / b, math.inf, "the cost of one step before a reduction")
         for kind in ("layer", "functional"):
             a = _row(rows, "bn_train", s, f"unitnorm {kind} (array)")
             q = _row(rows, "bn_train", s, f"unitnorm {kind} (Quantity)")
@@ -1083,6 +1129,16 @@ def print_goals(results: list[dict[str, Any]]) -> None:
         print(f"| {g['goal']}{detail} | {g['shape']} | {g['ratio']:.2f} | {target} | {met} |")
 
 
+def _thp_mode(path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str | None:
+    """The kernel's transparent-huge-page mode (the bracketed word of ``path``), or None off Linux."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    chosen = [w[1:-1] for w in text.split() if w.startswith("[") and w.endswith("]")]
+    return chosen[0] if chosen else text.strip()
+
+
 def environment() -> dict[str, Any]:
     dev = jax.devices()[0]
     env = {
@@ -1094,6 +1150,10 @@ def environment() -> dict[str, Any]:
         "device": getattr(dev, "device_kind", str(dev)),
         "device_count": jax.device_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        # fresh output buffers cost more than the arithmetic on a CPU (docs: "Fresh output pages"):
+        # the allocator's settings and the kernel's huge-page policy change every case's time
+        "allocator_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))},
+        "transparent_hugepages": _thp_mode(),
     }
     for name in ("brainunit", "unitnorm", "flax", "brainstate", "equinox", "torch"):
         try:
@@ -1194,6 +1254,11 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(
             f"{k} {env[k]}" for k in ("brainunit", "flax", "brainstate", "equinox", "torch") if env.get(k)
         )
+    )
+    knobs = [f"{k}={v}" for k, v in env["allocator_env"].items()]
+    print(
+        f"fresh buffers: transparent huge pages {env['transparent_hugepages']}; "
+        + (", ".join(knobs) or "default malloc")
     )
     if missing:
         print(f"not installed, skipped: {', '.join(missing)}")

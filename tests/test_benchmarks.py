@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,3 +171,61 @@ def test_a_sample_averages_enough_calls(monkeypatch):
     bench.time_cases([case], "small", quick=False)
     assert case.calls == int(bench.MIN_SAMPLE_S / 1e-3)
     assert all(math.isclose(s, 1e-3) for s in case.samples) and len(case.samples) >= 3
+
+
+def test_bound_and_reduction_costs_are_shown_beside_the_goals():
+    """The centred bound and the one-step reduction costs are printed as shown lines, not verdicts."""
+    rows = [
+        row("bn_train", "unitnorm layer (array)", "unitnorm", 1.1, shape="medium"),
+        row("bn_train", "flax.nnx, split/merge + jax.jit", "flax", 1.0, shape="medium"),
+        row("bn_train", bench.BN_BOUND, "reference", 1.04, shape="medium"),
+        row("reductions", bench.SUM_PLAIN, "reference", 1.0, shape="medium"),
+        row("reductions", bench.SUM_SQUARES, "reference", 1.25, shape="medium"),
+        row("reductions", bench.SUM_SHIFTED, "reference", 1.4, shape="medium"),
+        row("reductions", bench.SUM_SHIFTED_SQUARES, "reference", 1.5, shape="medium"),
+    ]
+    goals = {g["goal"]: g for g in bench.goals(rows, ["medium"])}
+    bound = goals["centred BatchNorm with the fewest steps (jnp) / flax.nnx"]
+    assert math.isclose(bound["ratio"], 1.04) and math.isinf(bound["target"]) and bound["verdict"] == ""
+    assert math.isclose(goals["sum(x - x[0]) / sum(x)"]["ratio"], 1.4)
+    assert math.isclose(goals["sum((x - x[0]) ** 2) / sum(x * x)"]["ratio"], 1.2)
+    assert goals["BatchNorm training forward / flax.nnx"]["verdict"].startswith("FAIL")
+
+
+def test_the_bound_and_the_reductions_compute_what_they_are_named():
+    """The reference rows are the math their names say (float64 NumPy), so their timings mean something."""
+    rng = np.random.default_rng(5)
+    x64 = rng.normal(1.0, 2.0, (3, 7, 4))
+    x = jnp.asarray(x64, jnp.float32)
+    data = bench.Data((3, 7, 4), np.asarray(x), np.zeros((3, 7, 4), np.float32), x, None, None, None)
+    first = x64[0, 0]
+    expected = {
+        bench.SUM_PLAIN: x64.sum((0, 1)),
+        bench.SUM_SQUARES: (x64 * x64).sum((0, 1)),
+        "sum(x + 1)": (x64 + 1).sum((0, 1)),
+        bench.SUM_SHIFTED: (x64 - first).sum((0, 1)),
+        bench.SUM_SHIFTED_SQUARES: ((x64 - first) ** 2).sum((0, 1)),
+    }
+    cases = bench.reference_cases("reductions", data)
+    assert [c.name for c in cases] == list(expected)
+    for case in cases:
+        np.testing.assert_allclose(np.asarray(case.call()), expected[case.name], rtol=1e-5, atol=1e-4)
+    ones, zeros = jnp.ones(4), jnp.zeros(4)
+    y, rm, rv = bench._bn_bound(x, zeros, ones, ones, zeros)
+    mean, var = x64.mean((0, 1)), x64.var((0, 1))
+    np.testing.assert_allclose(np.asarray(y), (x64 - mean) / np.sqrt(var + bench.EPS), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(rm), 0.01 * mean, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(rv), 0.99 + 0.01 * var, rtol=1e-5)
+
+
+def test_the_environment_names_the_allocator_settings(tmp_path, monkeypatch):
+    """Fresh buffers' cost depends on malloc's settings and the kernel's huge-page mode: both are recorded."""
+    enabled = tmp_path / "enabled"
+    enabled.write_text("always [madvise] never\n")
+    assert bench._thp_mode(str(enabled)) == "madvise"
+    assert bench._thp_mode(str(tmp_path / "missing")) is None
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert bench.environment()["allocator_env"] == {
+        k: v for k, v in bench.os.environ.items() if k.startswith("MALLOC_")
+    } | {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}

@@ -62,6 +62,7 @@ SHORT = {
     "weight_norm": "WeightNorm",
     "instance_norm": "InstanceNorm",
     "weight_std": "weight standardization",
+    "reductions": "one sum: XLA's cost of a step before it",
 }
 
 
