@@ -572,6 +572,38 @@ def test_benchmark_summary_takes_the_quantity_layer_against_the_fastest_peer():
     assert "BatchNorm1d train" in svg and "LayerNorm" in svg
 
 
+def test_goals_table_marks_evidence_lines_as_shown_not_met():
+    """Lines without a finite target (costs shown beside the goals) read "(shown)", never "yes"."""
+    perf = _ext_module("unitnorm_perf")
+    goals = [
+        {
+            "goal": "LayerNorm forward / fastest JAX peer",
+            "shape": "large",
+            "ratio": 1.07,
+            "target": 1.0,
+            "met": False,
+        },
+        {
+            "goal": "RMSNorm forward / fastest JAX peer",
+            "shape": "large",
+            "ratio": 0.99,
+            "target": 1.0,
+            "met": True,
+        },
+        {
+            "goal": "sum(x - x[0, 0]) / sum(x)",
+            "shape": "large",
+            "ratio": 1.4,
+            "target": float("inf"),
+            "met": True,
+        },
+    ]
+    # through JSON, as the docs read it: an infinite target is written as Infinity
+    rows = perf.goal_rows(json.loads(json.dumps({"goals": goals})))
+    assert [r[3:] for r in rows] == [["≤ 1.00", "no"], ["≤ 1.00", "yes"], ["-", "(shown)"]]
+    assert rows[2][:3] == ["sum(x - x[0, 0]) / sum(x)", "large", "1.40"]
+
+
 def test_benchmark_pages_degrade_when_the_json_is_missing_or_changed(tmp_path):
     """A missing file or another schema never fails the docs build: the page says what is missing."""
     perf = _ext_module("unitnorm_perf")
