@@ -80,8 +80,8 @@ FLOOR_READ = "floor part: read x once (a sum)"
 FLOOR_IN_PLACE = "floor part: read x, write it in place (x * 2, donated)"
 FLOOR = "in-place floor: read x twice, write once (the two parts)"
 # BatchNorm's training forward with the fewest steps before a reduction that still centres the data:
-# one plain sum and one sum of squared deviations from the first row (less accurate than unitnorm's,
-# whose two sums are both centred: the mean comes from the plain sum)
+# one plain sum and one sum of squared deviations from the first row (less accurate than unitnorm's
+# two centred sums: its mean carries the plain sum's rounding)
 BN_BOUND = "jnp bound for centred statistics: a plain sum, one centred sum of squares"
 SUM_PLAIN, SUM_SQUARES = "sum(x)", "sum(x * x)"
 SUM_SHIFTED, SUM_SHIFTED_SQUARES = "sum(x - x[0, 0])", "sum((x - x[0, 0]) ** 2)"
@@ -313,6 +313,7 @@ def _bn_one_pass(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
 
 
 def _bn_bound(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
+    """BatchNorm's training forward with the fewest steps before a reduction (``BN_BOUND``)."""
     n = x.shape[0] * x.shape[1]
     shift = jax.lax.stop_gradient(x[0, 0])
     mean = jnp.sum(x, axis=(0, 1)) / n
