@@ -294,11 +294,16 @@ def unitnorm_cases(group: str, d: Data) -> list[Case]:
 # plain jnp references (not peers: the same math written by hand)
 
 
+def _bn_output(x: Any, mean: Any, var: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
+    """The references' shared end: the normalized output and the updated running statistics."""
+    y = (x - mean) * (jax.lax.rsqrt(var + EPS) * s) + b
+    return y, 0.99 * rm + 0.01 * mean, 0.99 * rv + 0.01 * var
+
+
 def _bn_two_pass(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
     mean = jnp.mean(x, axis=(0, 1))
     var = jnp.mean(jnp.square(x - mean), axis=(0, 1))
-    y = (x - mean) * (jax.lax.rsqrt(var + EPS) * s) + b
-    return y, 0.99 * rm + 0.01 * mean, 0.99 * rv + 0.01 * var
+    return _bn_output(x, mean, var, rm, rv, s, b)
 
 
 def _bn_one_pass(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
@@ -308,8 +313,7 @@ def _bn_one_pass(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
     s1, s2 = jnp.sum(dev, axis=(0, 1)), jnp.sum(dev * dev, axis=(0, 1))
     mean = shift + s1 / n
     var = jnp.maximum(s2 - s1 * s1 / n, 0) / n
-    y = (x - mean) * (jax.lax.rsqrt(var + EPS) * s) + b
-    return y, 0.99 * rm + 0.01 * mean, 0.99 * rv + 0.01 * var
+    return _bn_output(x, mean, var, rm, rv, s, b)
 
 
 def _bn_bound(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
@@ -318,8 +322,7 @@ def _bn_bound(x: Any, rm: Any, rv: Any, s: Any, b: Any) -> Any:
     shift = jax.lax.stop_gradient(x[0, 0])
     mean = jnp.sum(x, axis=(0, 1)) / n
     var = jnp.maximum(jnp.sum(jnp.square(x - shift), axis=(0, 1)) / n - jnp.square(mean - shift), 0)
-    y = (x - mean) * (jax.lax.rsqrt(var + EPS) * s) + b
-    return y, 0.99 * rm + 0.01 * mean, 0.99 * rv + 0.01 * var
+    return _bn_output(x, mean, var, rm, rv, s, b)
 
 
 def _reduction_cases(x: Any) -> list[Case]:
